@@ -1,0 +1,1 @@
+"""Engine-side helpers: checkpoint loading, CPU distributed set-up."""

@@ -1,0 +1,1 @@
+"""SAEViT models: backbone, layers and utilities."""
