@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build an mmcv wheel from the PyPI sdist, with compiled ops, for the torch
+# installed in the given interpreter. Called by tools/setup_env.sh.
+#
+#   bash tools/build_mmcv.sh PYTHON VERSION WHEEL_DIR
+#
+# Two fixes are applied (see README, "Why these pins"):
+# * --no-build-isolation, so torch is visible and the ops are compiled
+#   (MMCV_WITH_OPS=1); otherwise mmcv silently builds without `mmcv._ext`;
+# * -std=c++17 -> -std=c++20 in setup.py: torch 2.14 headers refuse C++17.
+set -euo pipefail
+PY="$1"
+VERSION="$2"
+WHEEL_DIR="$3"
+JOBS="${MAX_JOBS:-$(nproc)}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mmcv-build.XXXXXX")"
+LOG="$WORK/build.log"
+trap 'rm -rf "$WORK"' EXIT
+
+echo "[mmcv] building mmcv $VERSION with CPU ops (and CUDA ops if torch sees a GPU)."
+echo "[mmcv] This happens once per torch/Python version: about 25 minutes on 2 cores,"
+echo "[mmcv] 10 on 8. The wheel is cached in $WHEEL_DIR."
+"$PY" -m pip --disable-pip-version-check download -q --no-deps --no-build-isolation \
+  --no-binary :all: "mmcv==$VERSION" -d "$WORK"
+tar -xzf "$WORK/mmcv-$VERSION.tar.gz" -C "$WORK"
+SRC="$WORK/mmcv-$VERSION"
+sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
+grep -q -- '-std=c++20' "$SRC/setup.py" || { echo "[mmcv] could not patch $SRC/setup.py" >&2; exit 1; }
+
+total=$(find "$SRC/mmcv/ops/csrc/pytorch" -maxdepth 2 -name '*.cpp' | wc -l)
+(cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS="$JOBS" "$PY" -m pip --disable-pip-version-check \
+  wheel -v --no-deps --no-build-isolation -w "$WORK/dist" . >"$LOG" 2>&1) &
+pid=$!
+start=$(date +%s)
+while kill -0 "$pid" 2>/dev/null; do
+  sleep 30
+  done_objs=$(find "$SRC/build" -name '*.o' 2>/dev/null | wc -l)
+  printf '[mmcv] %3d/%d C++ sources compiled, %d min elapsed\n' \
+    "$done_objs" "$total" "$((($(date +%s) - start) / 60))"
+done
+if ! wait "$pid"; then
+  echo "[mmcv] the build failed; last lines of $LOG:" >&2
+  tail -n 40 "$LOG" >&2
+  exit 1
+fi
+mkdir -p "$WHEEL_DIR"
+cp "$WORK"/dist/mmcv-"$VERSION"-*.whl "$WHEEL_DIR/"
+echo "[mmcv] built $(ls "$WHEEL_DIR") in $((($(date +%s) - start) / 60)) min"
