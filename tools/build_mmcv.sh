@@ -18,8 +18,8 @@ LOG="$WORK/build.log"
 trap 'rm -rf "$WORK"' EXIT
 
 echo "[mmcv] building mmcv $VERSION with CPU ops (and CUDA ops if torch sees a GPU)."
-echo "[mmcv] This happens once per torch/Python version: about 25 minutes on 2 cores,"
-echo "[mmcv] 10 on 8. The wheel is cached in $WHEEL_DIR."
+echo "[mmcv] This happens once per torch/Python version: about 10-25 minutes on 2 cores,"
+echo "[mmcv] less on more. The wheel is cached in $WHEEL_DIR."
 "$PY" -m pip --disable-pip-version-check download -q --no-deps --no-build-isolation \
   --no-binary :all: "mmcv==$VERSION" -d "$WORK"
 tar -xzf "$WORK/mmcv-$VERSION.tar.gz" -C "$WORK"
