@@ -27,7 +27,9 @@ SRC="$WORK/mmcv-$VERSION"
 sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
 grep -q -- '-std=c++20' "$SRC/setup.py" || { echo "[mmcv] could not patch $SRC/setup.py" >&2; exit 1; }
 
-total=$(find "$SRC/mmcv/ops/csrc/pytorch" -maxdepth 2 -name '*.cpp' | wc -l)
+# CPU sources; a CUDA build compiles the .cu files of pytorch/cuda too
+total=$(find "$SRC/mmcv/ops/csrc/pytorch" "$SRC/mmcv/ops/csrc/pytorch/cpu" \
+  -maxdepth 1 -name '*.cpp' | wc -l)
 (cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS="$JOBS" "$PY" -m pip --disable-pip-version-check \
   wheel -v --no-deps --no-build-isolation -w "$WORK/dist" . >"$LOG" 2>&1) &
 pid=$!

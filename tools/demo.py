@@ -1,0 +1,159 @@
+"""The end-to-end demo: three hosts, one backbone, standard tools only.
+
+    python tools/demo.py [--out work_dirs/demo] [--det retinanet]
+
+1. generate the demo data (ImageNet, COCO and ADE20K layouts);
+2. train and test SAEViT-T on the ImageNet-layout data (mmpretrain);
+3. convert its checkpoint into a backbone-only, tensors-only file;
+4. fine-tune and test a detector from that backbone (mmdet);
+5. fine-tune and test a Semantic FPN segmenter from it (mmseg);
+6. print one results table and write a picture with the training curves and
+   predictions the hosts painted.
+
+Every step runs ``tools/*.py`` as a subprocess, as a user would.
+"""
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from rich.console import Console
+from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from saevit_mm.demo.figure import painted_images, save_demo_figure
+from saevit_mm.demo.pipeline import (REPO, ToolRun, last_checkpoint, run_tool,
+                                     test_metrics, train_losses)
+
+DEMO_CONFIGS = REPO / 'configs' / 'demo'
+#: task -> (config, metric key, metric name, max epochs or None)
+TASKS = {
+    'classification': ('saevit-t_1xb16-6e_demo-in1k-64px.py',
+                       'accuracy/top1', 'top-1 acc. (%)', 6),
+    'retinanet': ('retinanet_saevit-t_fpn_1xb2-8e_demo-coco.py',
+                  'coco/bbox_mAP', 'bbox mAP', 8),
+    'mask-rcnn': ('mask-rcnn_saevit-t_fpn_1xb2-8e_demo-coco.py',
+                  'coco/bbox_mAP', 'bbox mAP', 8),
+    'fpn': ('fpn_saevit-t_1xb4-400_demo-ade20k-128x128.py', 'mIoU',
+            'mIoU (%)', None),
+    'upernet': ('upernet_saevit-t_1xb4-400_demo-ade20k-128x128.py', 'mIoU',
+                'mIoU (%)', None),
+}
+
+console = Console()
+
+
+class StepFailed(RuntimeError):
+    """A tool exited with an error; the message shows its log tail."""
+
+
+def check(run: ToolRun, what: str) -> ToolRun:
+    if run.returncode != 0:
+        raise StepFailed(f'{what} failed (exit {run.returncode}); command: '
+                         f'{" ".join(run.command)}\nlog: {run.log}\n' +
+                         '\n'.join(run.tail))
+    return run
+
+
+def train_and_test(task: str, out: Path, progress: Progress,
+                   backbone: Optional[Path] = None) -> Dict:
+    config, metric, metric_name, max_epochs = TASKS[task]
+    config_path = DEMO_CONFIGS / config
+    work_dir = out / task
+    options: List[str] = []
+    if backbone is not None:
+        options = [
+            '--cfg-options', 'model.backbone.init_cfg.type=Pretrained',
+            f'model.backbone.init_cfg.checkpoint={backbone}',
+            'model.backbone.init_cfg.prefix=backbone.'
+        ]
+    bar = progress.add_task(f'train {task}', total=None)
+    train = check(
+        run_tool(['tools/train.py', config_path, '--work-dir', work_dir,
+                  *options],
+                 work_dir / 'train.log',
+                 on_progress=lambda done, total: progress.update(
+                     bar, completed=done, total=total),
+                 max_epochs=max_epochs), f'training {task}')
+    progress.update(bar, completed=1, total=1)
+    checkpoint = last_checkpoint(work_dir)
+    bar = progress.add_task(f'test {task}', total=None)
+    test = check(
+        run_tool(['tools/test.py', config_path, checkpoint, '--work-dir',
+                  work_dir, '--show-dir', 'painted'],
+                 work_dir / 'test.log'), f'testing {task}')
+    progress.update(bar, completed=1, total=1)
+    metrics = test_metrics(work_dir)
+    if metric not in metrics:
+        raise StepFailed(f'{task}: metric {metric!r} missing from the test '
+                         f'results {sorted(metrics)}; log: {test.log}')
+    value = float(metrics[metric])
+    if metric.startswith('coco/'):
+        value *= 100  # CocoMetric reports fractions
+        metric_name = metric_name + ' (%)'
+    return dict(
+        task=task, config=config, metric=metric_name, value=value,
+        checkpoint=checkpoint, train_s=train.seconds, test_s=test.seconds,
+        curve=train_losses(work_dir),
+        images=painted_images(work_dir, count=3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--out', type=Path, default=Path('work_dirs/demo'),
+                        help='where logs, checkpoints and the picture go')
+    parser.add_argument('--data', type=Path, default=Path('data/demo'),
+                        help='where the demo data is generated')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the demo data')
+    parser.add_argument('--det', choices=['retinanet', 'mask-rcnn'],
+                        default='retinanet', help='detector to fine-tune')
+    parser.add_argument('--seg', choices=['fpn', 'upernet'], default='fpn',
+                        help='segmenter to fine-tune')
+    args = parser.parse_args()
+    out = args.out.resolve()
+    start = time.time()
+    results = []
+    columns = (TextColumn('{task.description:<24}'), BarColumn(),
+               TextColumn('{task.completed}/{task.total} it'),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task('demo data', total=None)
+        check(run_tool(['tools/misc/make_demo_data.py', '--out', args.data,
+                        '--seed', args.seed], out / 'data.log'),
+              'generating the demo data')
+        progress.update(bar, completed=1, total=1)
+        os.environ['SAEVIT_DEMO_DATA'] = str(args.data.resolve())
+
+        cls = train_and_test('classification', out, progress)
+        results.append(cls)
+        backbone = out / 'saevit-t_demo_backbone.pth'
+        check(run_tool(['tools/model_converters/cls_to_backbone.py',
+                        cls['checkpoint'], backbone], out / 'convert.log'),
+              'converting the classification checkpoint')
+        results.append(train_and_test(args.det, out, progress, backbone))
+        results.append(train_and_test(args.seg, out, progress, backbone))
+
+    table = Table(title='saevit_mm demo results (SAEViT-T, demo data, CPU)')
+    for name in ('task', 'config', 'metric', 'value', 'train', 'test'):
+        table.add_column(name, justify='right' if name in (
+            'value', 'train', 'test') else 'left')
+    for r in results:
+        table.add_row(r['task'], r['config'], r['metric'], f"{r['value']:.1f}",
+                      f"{r['train_s'] / 60:.1f} min",
+                      f"{r['test_s']:.0f} s")
+    console.print(table)
+    figure = save_demo_figure(
+        out / 'demo.png',
+        curves={r['task']: r['curve'] for r in results},
+        images={r['task']: r['images'] for r in results},
+        titles={r['task']: f"{r['task']}: {r['metric']} {r['value']:.1f}"
+                for r in results})
+    console.print(f'picture: {figure}')
+    console.print(f'total time: {(time.time() - start) / 60:.1f} min')
+
+
+if __name__ == '__main__':
+    main()
