@@ -1,0 +1,28 @@
+# RetinaNet with a SAEViT-T backbone and FPN, COCO 1x (12 epochs), 8 GPUs x 2
+# images. AdamW lr 1e-4, wd 1e-4 (the PVT recipe for transformer backbones).
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['saevit_mm'], allow_failed_imports=False)
+
+# Backbone weights: the path of a file written by
+# tools/model_converters/cls_to_backbone.py, or of a full classification
+# checkpoint of the same arch (configs/cls). None trains from scratch.
+backbone_checkpoint = None
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='SAEViT',
+        arch='t',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        norm_cfg=dict(type='SyncBN', requires_grad=True),
+        norm_eval=False,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint=backbone_checkpoint,
+            prefix='backbone.') if backbone_checkpoint else None),
+    neck=dict(in_channels=[40, 80, 192, 384]))
+
+optim_wrapper = dict(
+    optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=1e-4),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))

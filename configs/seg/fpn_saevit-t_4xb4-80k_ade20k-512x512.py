@@ -1,0 +1,42 @@
+# Semantic FPN with a SAEViT-T backbone, ADE20K 512x512, 80k iterations,
+# 4 GPUs x 4 images. AdamW lr 2e-4, wd 1e-4, poly decay (power 0.9): the
+# PVT / PoolFormer recipe for Semantic FPN.
+_base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
+custom_imports = dict(imports=['saevit_mm'], allow_failed_imports=False)
+
+# Backbone weights: the path of a file written by
+# tools/model_converters/cls_to_backbone.py, or of a full classification
+# checkpoint of the same arch (configs/cls). None trains from scratch.
+backbone_checkpoint = None
+
+model = dict(
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='SAEViT',
+        arch='t',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        norm_cfg=dict(type='SyncBN', requires_grad=True),
+        norm_eval=False,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint=backbone_checkpoint,
+            prefix='backbone.') if backbone_checkpoint else None),
+    neck=dict(in_channels=[40, 80, 192, 384]))
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4))
+param_scheduler = [
+    dict(
+        type='PolyLR',
+        power=0.9,
+        eta_min=0.0,
+        begin=0,
+        end=80000,
+        by_epoch=False)
+]
+train_cfg = dict(max_iters=80000, val_interval=8000)
+default_hooks = dict(checkpoint=dict(interval=8000))

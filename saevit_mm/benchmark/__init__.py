@@ -1,0 +1,14 @@
+"""Speed, FLOPs and memory benchmark of SAEViT against host peers.
+
+The CLI is ``tools/analysis_tools/benchmark.py``; this package holds the
+logic: the peer table (:mod:`.peers`), timing (:mod:`.timing`), the
+attention scaling scan (:mod:`.attention_scaling`), deploy variants
+(:mod:`.variants`), the run (:mod:`.runner`) and the output
+(:mod:`.report`).
+"""
+from .runner import PRESETS, BenchmarkSettings, run_benchmark, \
+    settings_from_preset
+
+__all__ = [
+    'PRESETS', 'BenchmarkSettings', 'run_benchmark', 'settings_from_preset'
+]

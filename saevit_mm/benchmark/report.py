@@ -1,0 +1,198 @@
+"""Benchmark output: JSON file, PNG chart and a console table."""
+import json
+import math
+import os
+from typing import Dict, List, Optional, Union
+
+__all__ = ['write_json', 'plot_chart', 'render_table', 'markdown_table']
+
+PathLike = Union[str, os.PathLike]
+
+
+def write_json(result: Dict[str, object], path: PathLike) -> None:
+    """Write the result dict (plain python types only) to ``path``."""
+    with open(path, 'w', encoding='utf-8') as file:
+        json.dump(result, file, indent=2, allow_nan=False, default=_default)
+        file.write('\n')
+
+
+def _default(obj: object) -> object:
+    if hasattr(obj, 'to_dict'):
+        return obj.to_dict()
+    raise TypeError(f'not JSON serialisable: {type(obj).__name__}')
+
+
+def _median(entry: Optional[Dict[str, object]]) -> Optional[float]:
+    return None if not entry else entry.get('median')  # type: ignore
+
+
+def _fmt(value: Optional[float], digits: int = 1) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def _spread(entry: Optional[Dict[str, object]]) -> str:
+    if not entry:
+        return ''
+    return f' ±{100 * entry["rel_spread"] / 2:.0f}%'  # type: ignore
+
+
+def table_rows(result: Dict[str, object]) -> List[List[str]]:
+    """One row of strings per model: the README / console table body."""
+    rows = []
+    for model in result['models']:  # type: ignore
+        if 'error' in model:
+            rows.append([model['name'], 'error: ' + model['error']] +
+                        [''] * 7)
+            continue
+        thr = model.get('throughput')
+        lat = model.get('latency_ms')
+        big = model.get('backbone_latency_ms', {})
+        util = model.get('flop_utilisation')
+        cells = [
+            model['name'],
+            _fmt(model['params_m'], 2),
+            _fmt(model['gflops'], 3),
+            _fmt(_median(thr), 1) + _spread(thr),
+            _fmt(_median(lat), 1) + _spread(lat),
+        ]
+        for key in result['settings']['backbone_sizes_key']:  # type: ignore
+            entry = big.get(key)
+            cells.append(
+                (_fmt(_median(entry), 0) + _spread(entry))
+                if isinstance(entry, dict) and 'median' in entry else
+                'n/a')
+        cells.append('-' if util is None else f'{100 * util:.1f}%')
+        rows.append(cells)
+    return rows
+
+
+def table_header(result: Dict[str, object]) -> List[str]:
+    settings = result['settings']
+    batch = settings['batch_size']  # type: ignore
+    size = settings['img_size']  # type: ignore
+    return ([
+        'model', 'params (M)', f'GFLOPs @{size}',
+        f'img/s (b{batch} @{size})', f'latency ms (b1 @{size})'
+    ] + [f'backbone ms @{k}'
+         for k in settings['backbone_sizes_key']]  # type: ignore
+            + ['FLOP utilisation'])
+
+
+def markdown_table(result: Dict[str, object]) -> str:
+    """The model table as GitHub markdown (for the README)."""
+    header = table_header(result)
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '| ' + ' | '.join('---' for _ in header) + ' |']
+    lines += ['| ' + ' | '.join(row) + ' |' for row in table_rows(result)]
+    return '\n'.join(lines)
+
+
+def render_table(result: Dict[str, object]) -> None:
+    """Print the model table, attention scaling and deploy results."""
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    table = Table(title='Classifier = backbone + GAP + linear(1000); '
+                  'medians over interleaved repeats, ± half the range')
+    for name in table_header(result):
+        table.add_column(name, overflow='fold')
+    for row in table_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    matmul = result.get('matmul_gflops')
+    if matmul:
+        console.print(f'matmul: {_fmt(matmul["median"])} GFLOP/s'
+                      f'{_spread(matmul)} ({result["machine"]["threads"]} '
+                      'threads)')
+    attn = result.get('attention')
+    if attn:
+        att = Table(title='one stage-1 attention layer: SAA vs full')
+        for name in ('input', 'tokens', 'SAA ms', 'full ms', 'speed-up',
+                     'SAA MiB', 'full MiB'):
+            att.add_column(name)
+        for point in attn['points']:  # type: ignore
+            saa, full = point['saa'], point['full']
+            att.add_row(
+                f'{point["size"]}²', str(point['tokens']),
+                _fmt(saa.get('ms')), _fmt(full.get('ms')) if 'ms' in full
+                else full.get('skipped', full.get('error', '-')),
+                _fmt(point.get('speedup')) + ('x' if point.get('speedup')
+                                              else ''),
+                _fmt(saa.get('peak_mib')), _fmt(full.get('peak_mib')))
+        console.print(att)
+        fits = attn['fit']  # type: ignore
+        console.print('time ~ tokens^k: ' + ', '.join(
+            f'{kind} k={_fmt(fit.get("time_exponent"), 2)}'
+            for kind, fit in fits.items()))
+    deploy = result.get('deploy')
+    if deploy:
+        console.print_json(data=deploy)
+
+
+def plot_chart(result: Dict[str, object], path: PathLike) -> None:
+    """FLOPs vs throughput, and the attention scaling curves, as a PNG."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 5))
+    for model in result['models']:  # type: ignore
+        thr = model.get('throughput')
+        if 'error' in model or not thr or model.get('gflops') is None:
+            continue
+        ours = model['name'].startswith('SAEViT')
+        ax0.errorbar(
+            model['gflops'],
+            thr['median'],
+            yerr=[[thr['median'] - thr['low']], [thr['high'] - thr['median']]],
+            fmt='*' if ours else 'o',
+            color='tab:red' if ours else 'tab:blue',
+            markersize=12 if ours else 7,
+            capsize=3)
+        ax0.annotate(
+            model['name'], (model['gflops'], thr['median']),
+            textcoords='offset points',
+            xytext=(5, 5),
+            fontsize=8)
+    settings = result['settings']
+    ax0.set_xlabel(f'GFLOPs (multiply-adds) @ {settings["img_size"]}²')
+    ax0.set_ylabel(f'img/s, batch {settings["batch_size"]} '
+                   f'({result["machine"]["device"]})')
+    ax0.set_title('Classifier throughput vs FLOPs')
+    ax0.grid(alpha=0.3)
+
+    attn = result.get('attention')
+    if attn:
+        for kind, style in (('saa', 'tab:red'), ('full', 'tab:gray')):
+            pts = [(p['size'], p[kind]['ms']) for p in attn['points']
+                   if 'ms' in p[kind]]
+            if not pts:
+                continue
+            fit = attn['fit'].get(kind, {})
+            exp = fit.get('time_exponent')
+            label = attn['labels'][kind] + (
+                f' (time ~ tokens^{exp:.2f})' if exp is not None else '')
+            ax1.plot(*zip(*pts), marker='o', color=style, label=label)
+        ax1.set_xscale('log', base=2)
+        ax1.set_yscale('log')
+        sizes = [p['size'] for p in attn['points']]
+        ax1.set_xticks(sizes, [f'{s}²' for s in sizes])
+        ax1.set_xlabel('input image size (stage-1 map is 1/4 of it)')
+        ax1.set_ylabel('ms per forward, batch 1')
+        ax1.set_title('One stage-1 attention layer')
+        ax1.legend(fontsize=8)
+        ax1.grid(alpha=0.3, which='both')
+    else:
+        ax1.set_axis_off()
+    meta = result['machine']
+    fig.suptitle(f'saevit_mm benchmark: {meta["cpu"]}, '
+                 f'{meta["threads"]} threads, torch {meta["torch"]}',
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def finite_or_none(value: float) -> Optional[float]:
+    """``None`` for nan/inf, so the JSON stays strict."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,361 @@
+"""The benchmark run: build, count, time (interleaved), compare, collect.
+
+``run_benchmark(settings)`` returns one JSON-ready dict; the CLI
+(``tools/analysis_tools/benchmark.py``) writes it and draws the chart.
+"""
+import platform
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .attention_scaling import run_attention_scaling
+from .complexity import count_flops, count_params
+from .peers import build_classifier, default_specs
+from .timing import interleave, matmul_flops_per_second, summarize, \
+    time_per_call
+from .variants import VARIANTS, build_variant
+
+__all__ = ['BenchmarkSettings', 'PRESETS', 'run_benchmark', 'machine_info']
+
+Size = Tuple[int, int]
+
+
+@dataclass
+class BenchmarkSettings:
+    """What to measure and how often (see :data:`PRESETS`).
+
+    Attributes:
+        device: Torch device string.
+        models: Display names to include (``None``: all known).
+        img_size: Classifier input side for FLOPs, throughput and latency.
+        batch_size: Batch of the throughput measurement.
+        repeats: Interleaved rounds for throughput and latency.
+        iters: Timed batches per throughput measurement.
+        latency_iters: Timed single-image passes per latency measurement.
+        backbone_sizes: ``(H, W)`` inputs of the backbone-only latency.
+        backbone_repeats: Interleaved rounds at those sizes.
+        backbone_iters: Timed passes per backbone-latency measurement.
+        attention_sizes: Image sides of the SAA vs full-attention scan
+            (empty: skip).
+        attention_arch: SAEViT arch whose stage-1 layers are compared.
+        attention_iters: Timed passes per attention point.
+        attention_time_budget: Longest extrapolated full-attention point, s.
+        deploy: Deploy variants to benchmark (subset of ``fuse``, ``onnx``,
+            ``compile``).
+        deploy_models: Models that get the deploy variants.
+        threads: ``torch.set_num_threads`` (``None``: leave torch's default).
+    """
+
+    device: str = 'cpu'
+    models: Optional[List[str]] = None
+    img_size: int = 224
+    batch_size: int = 32
+    repeats: int = 5
+    iters: int = 2
+    latency_iters: int = 10
+    backbone_sizes: Tuple[Size, ...] = ((512, 512), (800, 1333))
+    backbone_repeats: int = 3
+    backbone_iters: int = 2
+    attention_sizes: Tuple[int, ...] = (256, 384, 512, 768, 1024)
+    attention_arch: str = 't'
+    attention_iters: int = 3
+    attention_time_budget: float = 60.0
+    deploy: Tuple[str, ...] = ('fuse', 'onnx', 'compile')
+    deploy_models: Tuple[str, ...] = ('SAEViT-t', )
+    threads: Optional[int] = None
+
+
+PRESETS: Dict[str, BenchmarkSettings] = {
+    'default': BenchmarkSettings(),
+    'quick': BenchmarkSettings(
+        repeats=3,
+        iters=1,
+        latency_iters=5,
+        backbone_sizes=((512, 512), ),
+        backbone_repeats=2,
+        backbone_iters=1,
+        attention_sizes=(256, 512, 1024),
+        attention_iters=2,
+        attention_time_budget=20.0,
+        deploy=('fuse', 'onnx')),
+    'tiny': BenchmarkSettings(
+        img_size=64,
+        batch_size=2,
+        repeats=1,
+        iters=1,
+        latency_iters=1,
+        backbone_sizes=((64, 96), ),
+        backbone_repeats=1,
+        backbone_iters=1,
+        attention_sizes=(64, ),
+        attention_iters=1,
+        attention_time_budget=5.0,
+        deploy=('fuse', )),
+}
+
+
+def machine_info(device: torch.device) -> Dict[str, object]:
+    """CPU/GPU model, thread count and library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as file:
+            names = [line.split(':', 1)[1].strip() for line in file
+                     if line.startswith('model name')]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    info = dict(
+        cpu=cpu,
+        logical_cpus=__import__('os').cpu_count(),
+        threads=torch.get_num_threads(),
+        device=str(device),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        platform=platform.platform())
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+    return info
+
+
+class _Progress:
+    """Thin wrapper: a rich progress display, or nothing."""
+
+    def __init__(self, progress: Optional[object]) -> None:
+        self._progress = progress
+
+    @contextmanager
+    def phase(self, description: str,
+              total: int) -> Iterator[Callable[..., None]]:
+        if self._progress is None:
+            yield lambda *args: None
+            return
+        task = self._progress.add_task(description, total=total)
+        yield lambda *args: self._progress.advance(task)
+        self._progress.update(task, completed=total)
+
+
+def _forward_task(forward: Callable[[torch.Tensor], object],
+                  x: torch.Tensor, device: torch.device, iters: int,
+                  scale: Callable[[float], float]) -> Callable[[], float]:
+    """A task that times ``forward(x)`` and converts seconds per call."""
+
+    def task() -> float:
+        with torch.no_grad():
+            return scale(time_per_call(lambda: forward(x), device, iters))
+
+    return task
+
+
+def _goals(rows: Dict[str, Dict[str, object]],
+           attention: Optional[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Issue 5 targets, evaluated on this run's medians."""
+    pairs = [('SAEViT-t', p) for p in ('EdgeNeXt-xsmall', 'MobileViT-x_small',
+                                        'PVTv2-b0')]
+    pairs += [('SAEViT-s', p) for p in ('EdgeNeXt-small', 'MobileViT-small',
+                                        'EfficientFormer-l1')]
+    goals = []
+    for ours, peer in pairs:
+        a = rows.get(ours, {}).get('throughput')
+        b = rows.get(peer, {}).get('throughput')
+        if not a or not b:
+            continue
+        ratio = a['median'] / b['median']  # type: ignore
+        goals.append(
+            dict(goal=f'{ours} img/s >= {peer} img/s', ratio=ratio,
+                 met=ratio >= 1.0))
+    if attention:
+        for point in attention['points']:  # type: ignore
+            if point['size'] == 512 and 'speedup' in point:
+                goals.append(
+                    dict(goal='stage-1 SAA >= 20x faster than full '
+                         'attention @512x512',
+                         ratio=point['speedup'] / 20.0,
+                         speedup=point['speedup'],
+                         met=point['speedup'] >= 20.0))
+    return goals
+
+
+def run_benchmark(settings: BenchmarkSettings,
+                  progress: Optional[object] = None) -> Dict[str, object]:
+    """Run every phase and return the result dict.
+
+    Args:
+        settings: What to measure.
+        progress: A started ``rich.progress.Progress`` to report to.
+            Defaults to ``None`` (silent).
+    """
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = torch.device(settings.device)
+    prog = _Progress(progress)
+    specs = default_specs(settings.models)
+    result: Dict[str, object] = dict(
+        machine=machine_info(device),
+        settings=dict(
+            asdict(settings),
+            backbone_sizes_key=[f'{h}x{w}'
+                                for h, w in settings.backbone_sizes]),
+        notes=[
+            'Every model is backbone + global average pooling + '
+            'Linear(C, 1000), eval mode, float32; the backbone arguments '
+            'follow each host config (see "source").',
+            'FLOPs are multiply-adds counted by saevit_mm.models.utils '
+            '(mmengine FlopAnalyzer + a handle for '
+            'aten::scaled_dot_product_attention), the same for every model.',
+            'throughput: img/s at batch_size; latency: ms at batch 1; '
+            'backbone latency: backbone only, batch 1. Medians over '
+            'interleaved repeats; spread = [low, high] and IQR.',
+            'matmul rate counts 2*n^3 FLOP per n x n matmul; FLOP '
+            'utilisation = 2 * MACs * img/s / matmul rate.',
+        ])
+
+    # 1. build, count parameters and FLOPs --------------------------------
+    rows: Dict[str, Dict[str, object]] = {}
+    models: Dict[str, nn.Module] = {}
+    with prog.phase('build + count FLOPs', len(specs)) as step:
+        for spec in specs:
+            row: Dict[str, object] = dict(
+                name=spec.name, scope=spec.scope, source=spec.source)
+            try:
+                model = build_classifier(spec)
+                row['params_m'] = count_params(model) / 1e6
+                row['backbone_params_m'] = count_params(model.backbone) / 1e6
+                row['gflops'] = count_flops(
+                    model, (1, 3, settings.img_size, settings.img_size)) / 1e9
+                models[spec.name] = model.to(device)
+            except Exception as exc:  # noqa: BLE001 (reported in the row)
+                row['error'] = f'{type(exc).__name__}: {exc}'.split('\n')[0]
+            rows[spec.name] = row
+            step()
+
+    x_thr = torch.randn(settings.batch_size, 3, settings.img_size,
+                        settings.img_size, device=device)
+    x_lat = x_thr[:1].contiguous()
+
+    # 2. deploy variants ---------------------------------------------------
+    variants = []
+    deploy_info: Dict[str, Dict[str, object]] = {}
+    wanted = [n for n in settings.deploy_models if n in models]
+    with prog.phase('deploy variants',
+                    len(wanted) * len(settings.deploy)) as step:
+        for name in wanted:
+            deploy_info[name] = {}
+            for kind in settings.deploy:
+                if kind not in VARIANTS:
+                    raise ValueError(f'unknown deploy variant {kind!r}; '
+                                     f'choose from {VARIANTS}')
+                try:
+                    variant = build_variant(kind, models[name], name,
+                                            x_thr[:2])
+                    variants.append((name, variant))
+                    deploy_info[name][kind] = variant.info
+                except Exception as exc:  # noqa: BLE001 (reported)
+                    deploy_info[name][kind] = dict(
+                        error=f'{type(exc).__name__}: {exc}'.split('\n')[0])
+                step()
+    result['deploy'] = deploy_info
+
+    # 3. throughput at batch_size, interleaved with the matmul rate --------
+    thr_tasks = {
+        name: _forward_task(model, x_thr, device, settings.iters,
+                            lambda s: settings.batch_size / s)
+        for name, model in models.items()
+    }
+    for base, variant in variants:
+        if variant.batch_sizes is None:
+            thr_tasks[variant.name] = _forward_task(
+                variant.forward, x_thr, device, settings.iters,
+                lambda s: settings.batch_size / s)
+    thr_tasks['matmul'] = matmul_flops_per_second(device)
+    errors: Dict[str, str] = {}
+    with prog.phase(f'throughput b{settings.batch_size}',
+                    settings.repeats * len(thr_tasks)) as step:
+        thr = interleave(thr_tasks, settings.repeats, step, errors)
+    matmul = summarize([v / 1e9 for v in thr.pop('matmul')])
+    result['matmul_gflops'] = matmul.to_dict()
+
+    # 4. latency at batch 1 ------------------------------------------------
+    lat_tasks = {
+        name: _forward_task(model, x_lat, device, settings.latency_iters,
+                            lambda s: 1e3 * s)
+        for name, model in models.items()
+    }
+    for base, variant in variants:
+        lat_tasks[variant.name] = _forward_task(variant.forward, x_lat,
+                                                device,
+                                                settings.latency_iters,
+                                                lambda s: 1e3 * s)
+    with prog.phase('latency b1', settings.repeats * len(lat_tasks)) as step:
+        lat = interleave(lat_tasks, settings.repeats, step, errors)
+
+    # 5. backbone latency at detection / segmentation sizes ----------------
+    big_tasks = {}
+    for name, model in models.items():
+        for h, w in settings.backbone_sizes:
+            xb = torch.randn(1, 3, h, w, device=device)
+            big_tasks[(name, f'{h}x{w}')] = _forward_task(
+                model.backbone, xb, device, settings.backbone_iters,
+                lambda s: 1e3 * s)
+    big_errors: Dict[str, str] = {}
+    with prog.phase('backbone latency',
+                    settings.backbone_repeats * len(big_tasks)) as step:
+        big = interleave(big_tasks, settings.backbone_repeats, step,
+                         big_errors)
+
+    # 6. SAA against full attention -----------------------------------------
+    attention = None
+    if settings.attention_sizes:
+        with prog.phase('attention scaling',
+                        2 * len(settings.attention_sizes)) as step:
+            attention = run_attention_scaling(
+                settings.attention_sizes,
+                device=settings.device,
+                arch=settings.attention_arch,
+                iters=settings.attention_iters,
+                time_budget=settings.attention_time_budget,
+                on_step=step)
+        result['attention'] = attention
+
+    # collect ---------------------------------------------------------------
+    variant_rows = []
+    for base, variant in variants:
+        variant_rows.append(
+            dict(name=variant.name, variant_of=base,
+                 params_m=rows[base]['params_m'],
+                 gflops=rows[base]['gflops']))
+    out_rows = []
+    for row in list(rows.values()) + variant_rows:
+        name = row['name']
+        if name in thr:
+            row['throughput'] = summarize(thr[name]).to_dict()
+            achieved = 2e9 * row['gflops'] * row['throughput']['median']
+            row['achieved_gflops'] = achieved / 1e9
+            row['flop_utilisation'] = achieved / (matmul.median * 1e9)
+        elif name in errors:
+            row['throughput_error'] = errors[name]
+        if name in lat:
+            row['latency_ms'] = summarize(lat[name]).to_dict()
+        if 'variant_of' not in row and 'error' not in row:
+            row['backbone_latency_ms'] = {
+                key: (summarize(big[(name, key)]).to_dict()
+                      if (name, key) in big else
+                      dict(error=big_errors.get((name, key), 'not run')))
+                for key in result['settings']['backbone_sizes_key']
+            }
+        out_rows.append(row)
+    result['models'] = out_rows
+    result['goals'] = _goals(rows, attention)
+    return result
+
+
+def settings_from_preset(preset: str, **overrides: object) -> BenchmarkSettings:
+    """A preset with some fields replaced (``None`` values are ignored)."""
+    if preset not in PRESETS:
+        raise KeyError(f'unknown preset {preset!r}; choose from '
+                       f'{list(PRESETS)}')
+    return replace(PRESETS[preset],
+                   **{k: v for k, v in overrides.items() if v is not None})

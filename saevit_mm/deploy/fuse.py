@@ -1,0 +1,202 @@
+"""Fold BatchNorm into the convolution that feeds it, for inference.
+
+``switch_to_deploy(model)`` finds the conv -> BN pairs from the **data flow**
+of one probe forward pass, not from the order in which modules are
+registered. mmcv's ``fuse_conv_bn`` pairs a BN with the ``nn.Conv2d``
+registered just before it, which is wrong when a forward applies something in
+between (``bn(act(conv(x)))``) or feeds the conv output to a second consumer,
+and it skips ``nn.ConvTranspose2d``. Here a pair is fused only when, during
+the probe pass:
+
+* the BN's input tensor *is* the output tensor of a convolution (no op in
+  between, not even a reshape);
+* that conv and that BN each ran exactly once (a shared module is left alone);
+* the conv output has no consumer other than the BN in the autograd graph;
+* the BN uses running statistics (``track_running_stats=True``) and is in
+  eval mode.
+
+The folded conv gets ``weight * gamma / sqrt(var + eps)`` and a bias; the BN
+is replaced by ``nn.Identity``. Parameters are modified in place, so call it
+on a model you no longer train.
+"""
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+
+__all__ = ['find_conv_bn_pairs', 'fuse_conv_bn_', 'switch_to_deploy']
+
+
+def _autograd_nodes(roots: Iterable[torch.Tensor]) -> Dict[object, int]:
+    """Count how many edges of the autograd graph point at each node."""
+    in_degree: Dict[object, int] = {}
+    stack = [t.grad_fn for t in roots if t.grad_fn is not None]
+    seen: Set[object] = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is None:
+                continue
+            in_degree[child] = in_degree.get(child, 0) + 1
+            stack.append(child)
+    return in_degree
+
+
+def _flatten_tensors(obj: object) -> List[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _flatten_tensors(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in _flatten_tensors(item)]
+    return []
+
+
+def find_conv_bn_pairs(model: nn.Module,
+                       example_input: torch.Tensor) -> List[Tuple[str, str]]:
+    """Return ``(conv_name, bn_name)`` pairs that are safe to fuse.
+
+    Args:
+        model: The model, in eval mode.
+        example_input: A probe input; its values do not matter, its shape
+            must be one the model accepts.
+
+    Returns:
+        Qualified module names of each conv and the BN that consumes only it,
+        in forward order.
+    """
+    convs = {
+        m: n
+        for n, m in model.named_modules() if isinstance(m, _ConvNd)
+    }
+    bns = {
+        m: n
+        for n, m in model.named_modules() if isinstance(m, _BatchNorm)
+    }
+    calls: Dict[nn.Module, int] = {}
+    # id(output) -> (conv, output, its autograd node, its version counter);
+    # the reference to ``output`` keeps its ``id`` unique during the pass
+    conv_out: Dict[int, Tuple[nn.Module, torch.Tensor, object, int]] = {}
+    candidates: List[Tuple[nn.Module, nn.Module, object]] = []
+
+    def conv_hook(module, _inputs, output):
+        calls[module] = calls.get(module, 0) + 1
+        conv_out[id(output)] = (module, output, output.grad_fn,
+                                output._version)
+
+    def bn_pre_hook(module, inputs):
+        calls[module] = calls.get(module, 0) + 1
+        hit = conv_out.get(id(inputs[0]))
+        # same object, not modified in place since the conv produced it
+        if (hit is not None and hit[1] is inputs[0]
+                and inputs[0]._version == hit[3]
+                and inputs[0].grad_fn is hit[2]):
+            candidates.append((hit[0], module, hit[2]))
+
+    handles = [m.register_forward_hook(conv_hook) for m in convs]
+    handles += [m.register_forward_pre_hook(bn_pre_hook) for m in bns]
+    try:
+        with torch.enable_grad():
+            # the probe input needs grad so that the autograd graph exists
+            # even when every parameter is frozen
+            probe = example_input.detach().clone().requires_grad_(True)
+            outputs = _flatten_tensors(model(probe))
+    finally:
+        for handle in handles:
+            handle.remove()
+    in_degree = _autograd_nodes(outputs)
+
+    pairs = []
+    for conv, bn, node in candidates:
+        if calls.get(conv) != 1 or calls.get(bn) != 1:
+            continue
+        if not (bn.track_running_stats and bn.running_mean is not None):
+            continue
+        if node is None or in_degree.get(node, 0) != 1:
+            continue
+        pairs.append((convs[conv], bns[bn]))
+    return pairs
+
+
+@torch.no_grad()
+def fuse_conv_bn_(conv: _ConvNd, bn: _BatchNorm) -> None:
+    """Fold ``bn`` (eval statistics) into ``conv`` in place.
+
+    Args:
+        conv: A convolution or transposed convolution; it gets a bias if it
+            had none.
+        bn: The BatchNorm applied directly to the conv output.
+    """
+    std = torch.sqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.affine else torch.ones_like(std)
+    beta = bn.bias if bn.affine else torch.zeros_like(std)
+    scale = gamma / std
+    weight = conv.weight
+    if isinstance(conv, _ConvTransposeNd):
+        # weight layout: (in, out // groups, *k); output channel of
+        # (group g, column j) is g * (out // groups) + j
+        groups = conv.groups
+        shape = (groups, weight.shape[0] // groups, weight.shape[1])
+        view = weight.view(*shape, *weight.shape[2:])
+        scale_view = scale.view(groups, 1, shape[2],
+                                *([1] * (weight.dim() - 2)))
+        weight.copy_((view * scale_view).view_as(weight))
+    else:
+        weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(std)
+    new_bias = (bias - bn.running_mean) * scale + beta
+    if conv.bias is None:
+        conv.bias = nn.Parameter(new_bias.to(weight.dtype))
+    else:
+        conv.bias.copy_(new_bias)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _default_probe(model: nn.Module,
+                   size: Sequence[int]) -> Optional[torch.Tensor]:
+    first = next((m for m in model.modules() if isinstance(m, _ConvNd)),
+                 None)
+    param = next(model.parameters(), None)
+    if first is None or param is None:
+        return None
+    return torch.randn(1, first.in_channels, *size, device=param.device,
+                       dtype=param.dtype)
+
+
+def switch_to_deploy(model: nn.Module,
+                     example_input: Optional[torch.Tensor] = None,
+                     probe_size: Sequence[int] = (64, 64)) -> List[str]:
+    """Put ``model`` in eval mode and fold every safe conv -> BN pair.
+
+    Args:
+        model: Any module (a backbone or a whole classifier).
+        example_input: The probe input for the data-flow pass. Defaults to
+            ``None``: a ``1 x C x probe_size`` random tensor, where ``C`` is
+            the ``in_channels`` of the first convolution.
+        probe_size: Spatial size of the default probe. Defaults to
+            ``(64, 64)``.
+
+    Returns:
+        Names of the BN layers that were folded (now ``nn.Identity``).
+    """
+    model.eval()
+    if example_input is None:
+        example_input = _default_probe(model, probe_size)
+        if example_input is None:
+            return []
+    pairs = find_conv_bn_pairs(model, example_input)
+    for conv_name, bn_name in pairs:
+        fuse_conv_bn_(model.get_submodule(conv_name),
+                      model.get_submodule(bn_name))
+        _set_submodule(model, bn_name, nn.Identity())
+    return [bn_name for _, bn_name in pairs]

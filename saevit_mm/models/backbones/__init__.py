@@ -1,0 +1,4 @@
+"""Backbones of saevit_mm."""
+from .saevit import SAEViT
+
+__all__ = ['SAEViT']

@@ -1,0 +1,366 @@
+"""SAEViT backbone.
+
+"A Lightweight Convolution and Vision Transformer integrated model with
+Multi-scale Self-attention Mechanism", arXiv 2508.16884
+(https://arxiv.org/abs/2508.16884).
+
+Follows the paper: a four-stage conv + ViT pyramid whose blocks combine
+Sparsely Aggregated Attention (SAA), the Channel-Interactive FFN (CIFFN) and
+DWSConv, at about 0.8 and 1.3 GFLOPs for the two variants. The paper's code
+and architecture tables are not public, so everything else (stem,
+downsampling, block layout, widths, depths, heads, sample ratios, the
+multi-scale attention variant) is our design, calibrated to those FLOPs; see
+``docs/architecture.md``.
+"""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from mmcv.cnn import build_norm_layer
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch import Tensor, nn
+
+from saevit_mm.registry import register_model
+from ..layers import SAEViTStage, SparselyAggregatedAttention
+from ..layers.block import ATTN_TYPES, FFN_TYPES, check_choice
+from ..layers.stem import ConvStem
+from ..utils.backbone_utils import (NORM_LAYERS, check_frozen_stages,
+                                    freeze_module, normalize_out_indices,
+                                    set_norm_eval)
+
+__all__ = ['SAEViT']
+
+#: Per-stage arch fields (tuples with one entry per stage).
+_STAGE_KEYS = ('embed_dims', 'depths', 'num_heads', 'sample_ratios')
+#: Every key a custom arch dict may have, with defaults for the optional ones.
+_REQUIRED_KEYS = _STAGE_KEYS + ('ffn_ratio', )
+_OPTIONAL_KEYS = dict(ffn_kernel_sizes=(3, 5, 7, 9))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_arch(arch: Dict) -> Dict:
+    """Check a custom arch dict and return a copy with the defaults filled.
+
+    Raises:
+        KeyError: Missing or unknown keys.
+        ValueError: Per-stage fields of different lengths or bad values.
+    """
+    allowed = set(_REQUIRED_KEYS) | set(_OPTIONAL_KEYS)
+    missing = [k for k in _REQUIRED_KEYS if k not in arch]
+    extra = sorted(set(arch) - allowed)
+    if missing or extra:
+        raise KeyError(
+            f'Custom arch dict: missing keys {missing}, unknown keys {extra}. '
+            f'Required keys are {list(_REQUIRED_KEYS)}; optional keys are '
+            f'{list(_OPTIONAL_KEYS)}.')
+    arch = {**_OPTIONAL_KEYS, **arch}
+    for key in _STAGE_KEYS:
+        value = arch[key]
+        if not isinstance(value, Sequence) or isinstance(value, str) or \
+                not all(_is_int(v) and v > 0 for v in value):
+            raise ValueError(f'arch[{key!r}] must be a sequence of positive '
+                             f'ints (one per stage), but got {value!r}.')
+        arch[key] = tuple(value)
+    lengths = {key: len(arch[key]) for key in _STAGE_KEYS}
+    if len(set(lengths.values())) != 1 or 0 in lengths.values():
+        raise ValueError('The per-stage arch fields must have the same, '
+                         f'non-zero length (one entry per stage): {lengths}.')
+    for dims, heads in zip(arch['embed_dims'], arch['num_heads']):
+        if dims % heads != 0:
+            raise ValueError(f'arch: num_heads {arch["num_heads"]} must '
+                             f'divide embed_dims {arch["embed_dims"]} stage '
+                             'by stage.')
+    ratio = arch['ffn_ratio']
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) \
+            or ratio <= 0:
+        raise ValueError(
+            f'arch["ffn_ratio"] must be a positive number, got {ratio!r}.')
+    arch['ffn_kernel_sizes'] = tuple(arch['ffn_kernel_sizes'])
+    return arch
+
+
+@register_model
+class SAEViT(BaseModule):
+    """SAEViT: a lightweight conv + ViT backbone with Sparsely Aggregated
+    Attention.
+
+    Submodules (their names are the checkpoint format): ``stem``,
+    ``stages.{i}.downsample`` (``i > 0``), ``stages.{i}.blocks.{j}`` and
+    ``norm{i}`` for every ``i`` in ``out_indices``.
+
+    Args:
+        arch: A key of :attr:`arch_zoo` (``'t'``/``'tiny'``,
+            ``'s'``/``'small'``) or a dict with the keys ``embed_dims``,
+            ``depths``, ``num_heads``, ``sample_ratios`` (one entry per
+            stage), ``ffn_ratio`` and optionally ``ffn_kernel_sizes``.
+            Defaults to ``'t'``.
+        in_channels: Channels of the input image. Defaults to 3.
+        out_indices: Stages whose output is returned; negative indices count
+            from the last stage. Defaults to ``-1`` (the last stage).
+        frozen_stages: ``-1`` freezes nothing, ``0`` the stem, ``k`` the
+            stem, stages ``0..k-1`` and their ``norm{i}``. Frozen modules get
+            ``requires_grad=False`` and stay in eval mode across ``train()``.
+            Defaults to -1.
+        norm_eval: Keep every norm layer in eval mode during training
+            (frozen running statistics). Defaults to False.
+        with_cp: Checkpoint each block while training (saves memory, costs
+            a second forward). Defaults to False.
+        drop_path_rate: Stochastic depth rate of the last block; it grows
+            linearly from 0 over all blocks. Defaults to 0.
+        attn_type: ``'saa'`` (Sparsely Aggregated Attention) or ``'mhsa'``
+            (full attention, an ablation). Defaults to ``'saa'``.
+        ffn_type: ``'ciffn'`` (Channel-Interactive FFN) or ``'ffn'`` (plain
+            conv FFN, an ablation). Defaults to ``'ciffn'``.
+        use_dwsconv: Add the DWSConv branch to every block. Defaults to True.
+        norm_cfg: Config of every norm layer; must be a channels-first norm
+            registered in mmengine's root registry (``BN``, ``SyncBN``,
+            ``GN``). Defaults to ``dict(type='BN')``.
+        act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
+        init_cfg: mmengine init config; with ``type='Pretrained'`` only the
+            checkpoint is loaded, otherwise our default init runs first.
+            Defaults to None.
+
+    Example:
+        >>> import torch
+        >>> model = SAEViT('t', out_indices=(0, 1, 2, 3)).eval()
+        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        ...     print(tuple(out.shape))
+        (1, 40, 56, 56)
+        (1, 80, 28, 28)
+        (1, 192, 14, 14)
+        (1, 384, 7, 7)
+        >>> model.out_channels, model.out_strides
+        ((40, 80, 192, 384), (4, 8, 16, 32))
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(
+            ['t', 'tiny'], {
+                'embed_dims': (40, 80, 192, 384),
+                'depths': (1, 2, 5, 2),
+                'num_heads': (1, 2, 4, 8),
+                'sample_ratios': (4, 2, 2, 1),
+                'ffn_ratio': 3,
+            }),
+        **dict.fromkeys(
+            ['s', 'small'], {
+                'embed_dims': (56, 112, 224, 448),
+                'depths': (1, 2, 6, 2),
+                'num_heads': (1, 2, 4, 8),
+                'sample_ratios': (4, 2, 2, 1),
+                'ffn_ratio': 3,
+            }),
+    }
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 't',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 drop_path_rate: float = 0.,
+                 attn_type: str = 'saa',
+                 ffn_type: str = 'ciffn',
+                 use_dwsconv: bool = True,
+                 norm_cfg: Optional[Dict] = None,
+                 act_cfg: Optional[Dict] = None,
+                 init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None
+                 ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        # arch and argument checks
+        if isinstance(arch, str):
+            if arch not in self.arch_zoo:
+                raise KeyError(f'Unknown arch {arch!r}; choose one of '
+                               f'{sorted(self.arch_zoo)} or pass a dict.')
+            arch = self.arch_zoo[arch]
+        elif not isinstance(arch, dict):
+            raise TypeError('arch must be a name in '
+                            f'{sorted(self.arch_zoo)} or a dict, but got '
+                            f'{type(arch).__name__}.')
+        self.arch_settings = _check_arch(arch)
+        embed_dims = self.arch_settings['embed_dims']
+        depths = self.arch_settings['depths']
+        self.num_stages = len(depths)
+        if not _is_int(in_channels) or in_channels < 1:
+            raise ValueError('in_channels must be a positive int, but got '
+                             f'{in_channels!r}.')
+        check_choice('attn_type', attn_type, ATTN_TYPES)
+        check_choice('ffn_type', ffn_type, FFN_TYPES)
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError('drop_path_rate must be in [0, 1), but got '
+                             f'{drop_path_rate!r}.')
+        self.in_channels = in_channels
+        self.out_indices = normalize_out_indices(out_indices,
+                                                 self.num_stages)
+        self.frozen_stages = check_frozen_stages(frozen_stages,
+                                                 self.num_stages)
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        norm_cfg = dict(type='BN') if norm_cfg is None else norm_cfg
+        act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
+
+        # stem and stages
+        self.stem = ConvStem(
+            in_channels, embed_dims[0], norm_cfg=norm_cfg, act_cfg=act_cfg)
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            start = sum(depths[:i])
+            self.stages.append(
+                SAEViTStage(
+                    embed_dims[max(i - 1, 0)],
+                    embed_dims[i],
+                    depth,
+                    self.arch_settings['num_heads'][i],
+                    self.arch_settings['sample_ratios'][i],
+                    downsample=i > 0,
+                    drop_paths=rates[start:start + depth],
+                    with_cp=with_cp,
+                    norm_cfg=norm_cfg,
+                    ffn_ratio=self.arch_settings['ffn_ratio'],
+                    ffn_kernel_sizes=self.arch_settings['ffn_kernel_sizes'],
+                    attn_type=attn_type,
+                    ffn_type=ffn_type,
+                    use_dwsconv=use_dwsconv,
+                    act_cfg=act_cfg))
+
+        # output norms
+        for i in self.out_indices:
+            self.add_module(f'norm{i}',
+                            build_norm_layer(norm_cfg, embed_dims[i])[1])
+        self.out_channels: Tuple[int, ...] = tuple(
+            embed_dims[i] for i in self.out_indices)
+        self.out_strides: Tuple[int, ...] = tuple(
+            self.stage_stride(i) for i in self.out_indices)
+
+        self._freeze_stages()
+
+    @staticmethod
+    def stage_stride(index: int) -> int:
+        """Stride of stage ``index`` with respect to the input (4 * 2^i)."""
+        return 4 * 2**index
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input side: the stride of the last stage, so that each
+        output pixel of every stage covers a full cell of the input."""
+        return self.stage_stride(self.num_stages - 1)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError('SAEViT expects an NCHW tensor (4 dims), but '
+                             f'got shape {tuple(x.shape)}.')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'SAEViT was built for in_channels='
+                             f'{self.in_channels}, but the input has '
+                             f'{x.shape[1]} channels (shape '
+                             f'{tuple(x.shape)}).')
+        height, width = x.shape[-2:]
+        if height < self.min_input_size or width < self.min_input_size:
+            raise ValueError(
+                f'Input {height}x{width} is smaller than this network can '
+                f'reduce: its {self.num_stages} stages need height and width '
+                f'>= {self.min_input_size} (the stride of the last stage).')
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Feature maps of the stages in ``out_indices``.
+
+        Args:
+            x: Images, ``(B, in_channels, H, W)`` with ``H, W >=``
+                :attr:`min_input_size`; any other size is fine.
+
+        Returns:
+            One contiguous NCHW map per entry of ``out_indices`` (in sorted
+            order): stage ``i`` has ``embed_dims[i]`` channels and size
+            ``ceil(H / s) x ceil(W / s)`` with ``s = 4 * 2^i``.
+        """
+        self._check_input(x)
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x).contiguous())
+        return tuple(outs)
+
+    def _frozen_modules(self):
+        if self.frozen_stages >= 0:
+            yield self.stem
+        for i in range(self.frozen_stages):
+            yield self.stages[i]
+            if i in self.out_indices:
+                yield getattr(self, f'norm{i}')
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            freeze_module(module)
+
+    def train(self, mode: bool = True) -> 'SAEViT':
+        """Set training mode; frozen stages and (with ``norm_eval``) every
+        norm layer stay in eval mode."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            set_norm_eval(self)
+        return self
+
+    def init_weights(self) -> None:
+        """Initialise the weights.
+
+        With ``init_cfg=dict(type='Pretrained', ...)`` only the checkpoint is
+        loaded. Otherwise: convolutions get a truncated normal (std 0.02)
+        and zero bias, norm layers weight 1 and bias 0, and the SAA sampling
+        and recovery convolutions start as cell average and copy
+        (:meth:`SparselyAggregatedAttention.init_sampling`); a non-pretrained
+        ``init_cfg`` is applied after that.
+        """
+        if isinstance(self.init_cfg, dict) and \
+                self.init_cfg.get('type') == 'Pretrained':
+            super().init_weights()
+            return
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                trunc_normal_(module.weight, std=.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, NORM_LAYERS) and getattr(
+                    module, 'weight', None) is not None:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, SparselyAggregatedAttention):
+                module.init_sampling()
+        super().init_weights()
+
+    def get_layer_depth(self, param_name: str,
+                        prefix: str = '') -> Tuple[int, int]:
+        """Layer id of a parameter, for layer-wise learning rate decay.
+
+        Args:
+            param_name: Parameter name, e.g. ``'stages.1.blocks.0.ffn...'``.
+            prefix: Prefix in front of the backbone's names (such as
+                ``'backbone.'``). Defaults to ``''``.
+
+        Returns:
+            ``(layer_id, num_layers)``: the stem is 0, block ``j`` of the
+            network (counted over all stages, downsampling with the first
+            block of its stage) is ``j + 1``, anything else (output norms,
+            non-backbone parameters) is ``num_layers - 1``.
+        """
+        depths = self.arch_settings['depths']
+        num_layers = sum(depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name.startswith('stem.'):
+            return 0, num_layers
+        parts = name.split('.')
+        if parts[0] == 'stages':
+            stage = int(parts[1])
+            block = int(parts[3]) if parts[2] == 'blocks' else 0
+            return sum(depths[:stage]) + block + 1, num_layers
+        return num_layers - 1, num_layers

@@ -1,0 +1,55 @@
+"""DWSConv: the depth-wise separable convolution block of SAEViT.
+
+Follows the paper (arXiv 2508.16884): depth-wise separable convolutions
+embedded in every block strengthen local features. Our choice: depth-wise 3x3
+-> BN -> GELU -> point-wise 1x1 -> BN; the block adds it as a residual
+branch. The second BN is ours (it keeps the branch's scale in check at
+initialisation and folds into the 1x1 convolution at deploy time).
+"""
+from typing import Dict, Optional
+
+from mmcv.cnn import build_activation_layer
+from torch import Tensor, nn
+
+from .conv_norm import ConvNorm
+
+__all__ = ['DWSConv']
+
+
+class DWSConv(nn.Module):
+    """Depth-wise separable convolution: DW kxk + norm, act, PW 1x1 + norm.
+
+    The output has the shape of the input; the caller adds the residual.
+
+    Args:
+        channels: Input and output channels.
+        kernel_size: Kernel of the depth-wise convolution. Defaults to 3.
+        norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
+        act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
+
+    Example:
+        >>> import torch
+        >>> layer = DWSConv(16)
+        >>> print(layer(torch.rand(2, 16, 7, 9)).shape)
+        torch.Size([2, 16, 7, 9])
+    """
+
+    def __init__(self,
+                 channels: int,
+                 kernel_size: int = 3,
+                 norm_cfg: Optional[Dict] = None,
+                 act_cfg: Optional[Dict] = None) -> None:
+        super().__init__()
+        act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
+        self.dw = ConvNorm(
+            channels,
+            channels,
+            kernel_size,
+            groups=channels,
+            norm_cfg=norm_cfg)
+        self.act = build_activation_layer(act_cfg)
+        self.pw = ConvNorm(channels, channels, 1, norm_cfg=norm_cfg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block to an NCHW map (no residual added)."""
+        return self.pw(self.act(self.dw(x)))

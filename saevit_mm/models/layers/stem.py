@@ -1,0 +1,72 @@
+"""The convolutional stem and the stage-to-stage downsampling of SAEViT.
+
+Our choices (the paper states only a four-stage hierarchy): the stem is
+conv3x3 s2 -> BN -> GELU -> conv3x3 s2 -> BN (stride 4), each later stage
+starts with conv3x3 s2 -> BN (stride 2). With padding 1 an ``H`` x ``W`` map
+becomes ``ceil(H / 2)`` x ``ceil(W / 2)``, so odd sizes need no padding.
+"""
+from typing import Dict, Optional
+
+from mmcv.cnn import build_activation_layer
+from torch import nn
+
+from .conv_norm import ConvNorm
+
+__all__ = ['ConvStem', 'Downsample']
+
+
+class ConvStem(nn.Sequential):
+    """Two stride-2 3x3 convolutions (stride 4 in all).
+
+    Children: ``conv1`` (:class:`ConvNorm`, to ``out_channels // 2``),
+    ``act``, ``conv2`` (:class:`ConvNorm`, to ``out_channels``).
+
+    Args:
+        in_channels: Channels of the input image.
+        out_channels: Channels of the output (those of stage 0).
+        norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
+        act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
+
+    Example:
+        >>> import torch
+        >>> stem = ConvStem(3, 32)
+        >>> print(stem(torch.rand(1, 3, 97, 131)).shape)
+        torch.Size([1, 32, 25, 33])
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 norm_cfg: Optional[Dict] = None,
+                 act_cfg: Optional[Dict] = None) -> None:
+        super().__init__()
+        act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
+        mid_channels = max(out_channels // 2, 1)
+        self.conv1 = ConvNorm(
+            in_channels, mid_channels, 3, stride=2, norm_cfg=norm_cfg)
+        self.act = build_activation_layer(act_cfg)
+        self.conv2 = ConvNorm(
+            mid_channels, out_channels, 3, stride=2, norm_cfg=norm_cfg)
+
+
+class Downsample(ConvNorm):
+    """Stride-2 3x3 convolution + norm between two stages.
+
+    Args:
+        in_channels: Channels of the previous stage.
+        out_channels: Channels of the next stage.
+        norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
+
+    Example:
+        >>> import torch
+        >>> down = Downsample(32, 64)
+        >>> print(down(torch.rand(1, 32, 25, 33)).shape)
+        torch.Size([1, 64, 13, 17])
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 norm_cfg: Optional[Dict] = None) -> None:
+        super().__init__(
+            in_channels, out_channels, 3, stride=2, norm_cfg=norm_cfg)

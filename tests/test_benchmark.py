@@ -1,0 +1,130 @@
+"""The benchmark: statistics, fits, goals, and one tiny end-to-end run."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from saevit_mm.benchmark.attention_scaling import fit_exponent
+from saevit_mm.benchmark.peers import GAPLinearClassifier, default_specs
+from saevit_mm.benchmark.runner import _goals
+from saevit_mm.benchmark.timing import interleave, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_summarize_median_range_iqr():
+    stats = summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (stats.median, stats.low, stats.high) == (3.0, 1.0, 5.0)
+    assert stats.iqr == pytest.approx(2.0)
+    assert stats.rel_spread == pytest.approx(4.0 / 3.0)
+    assert summarize([7.0]).iqr == 0.0
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_interleave_rotates_order_and_isolates_failures():
+    calls = []
+
+    def make(name):
+        def task():
+            calls.append(name)
+            if name == 'c':
+                raise RuntimeError('broken\nsecond line')
+            return float(len(calls))
+        return task
+
+    errors = {}
+    out = interleave({n: make(n) for n in 'abc'}, 3, errors=errors)
+    # round 0: a b c; round 1 starts at b; round 2 at c (dropped after
+    # its failure in round 0)
+    assert calls == ['a', 'b', 'c', 'b', 'a', 'a', 'b']
+    assert set(out) == {'a', 'b'} and len(out['a']) == 3
+    assert errors == {'c': 'RuntimeError: broken'}
+    with pytest.raises(RuntimeError):
+        interleave({'c': make('c')}, 1)
+
+
+@pytest.mark.parametrize('power', [1.0, 2.0, 0.5])
+def test_fit_exponent_recovers_power_law(power):
+    xs = [64.0, 256.0, 1024.0, 4096.0]
+    ys = [3.0 * x**power for x in xs]
+    assert fit_exponent(xs, ys) == pytest.approx(power)
+    assert fit_exponent([1.0], [1.0]) is None
+
+
+def test_goals_use_measured_medians():
+    rows = {
+        'SAEViT-t': dict(throughput=dict(median=110.0)),
+        'EdgeNeXt-xsmall': dict(throughput=dict(median=100.0)),
+        'PVTv2-b0': dict(throughput=dict(median=220.0)),
+    }
+    attention = dict(points=[dict(size=512, speedup=10.0)])
+    goals = {g['goal']: g for g in _goals(rows, attention)}
+    edge = goals['SAEViT-t img/s >= EdgeNeXt-xsmall img/s']
+    assert edge['met'] and edge['ratio'] == pytest.approx(1.1)
+    pvt = goals['SAEViT-t img/s >= PVTv2-b0 img/s']
+    assert not pvt['met'] and pvt['ratio'] == pytest.approx(0.5)
+    attn = [g for g in goals.values() if 'speedup' in g][0]
+    assert not attn['met'] and attn['speedup'] == 10.0
+    assert len(goals) == 3  # absent models give no goal
+
+
+@pytest.mark.parametrize('shape', [(2, 8, 5, 5), (2, 8, 9), (2, 8)])
+def test_classifier_pools_any_last_output(shape):
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return (torch.zeros(1), torch.ones(*shape))
+
+    net = GAPLinearClassifier(Fixed(), 8, 10)
+    assert net(torch.zeros(2, 3, 4, 4)).shape == (2, 10)
+
+
+def test_default_specs_filter_and_error():
+    assert [s.name for s in default_specs(['saevit-t'])] == ['SAEViT-t']
+    with pytest.raises(KeyError, match='known'):
+        default_specs(['NoSuchNet'])
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_cli', ROOT / 'tools/analysis_tools/benchmark.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_tiny_end_to_end(tmp_path):
+    """--tiny: one tiny size, one repeat; valid JSON, PNG and markdown."""
+    models = ['SAEViT-t']
+    if importlib.util.find_spec('mmpretrain') is not None:
+        models.append('ResNet-18')
+    _load_cli().main([
+        '--tiny', '--no-progress', '--out-dir',
+        str(tmp_path), '--models', *models
+    ])
+    result = json.loads((tmp_path / 'benchmark.json').read_text())
+    assert result['preset'] == 'tiny'
+    assert result['matmul_gflops']['median'] > 0
+    rows = {r['name']: r for r in result['models']}
+    ours = rows['SAEViT-t']
+    assert 'error' not in ours, ours
+    assert ours['params_m'] > 1 and ours['gflops'] > 0
+    assert ours['throughput']['median'] > 0
+    assert ours['latency_ms']['median'] > 0
+    assert ours['backbone_latency_ms']['64x96']['median'] > 0
+    assert 0 < ours['flop_utilisation'] < 10
+    fused = rows['SAEViT-t [fused]']
+    assert fused['variant_of'] == 'SAEViT-t'
+    assert result['deploy']['SAEViT-t']['fuse']['max_abs_diff'] <= 1e-4
+    point = result['attention']['points'][0]
+    assert point['size'] == 64 and point['saa']['ms'] > 0
+    assert math.isfinite(point['full']['ms'])
+    png = (tmp_path / 'benchmark.png').read_bytes()
+    assert png.startswith(b'\x89PNG\r\n\x1a\n')
+    import matplotlib.image
+    assert matplotlib.image.imread(tmp_path / 'benchmark.png').ndim == 3
+    table = (tmp_path / 'benchmark.md').read_text()
+    assert table.count('\n') == 2 + len(result['models'])

@@ -1,0 +1,134 @@
+"""Deploy path: BN folding, ONNX export (+ onnxruntime), torch.compile."""
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from saevit_mm.deploy import check_onnx, export_onnx, find_conv_bn_pairs, \
+    switch_to_deploy
+
+
+def _randomize_bn(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics, so a wrong fold cannot pass."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) * 2 - 1)
+            m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+            if m.affine:
+                m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
+
+
+def _saevit(arch: str = 't') -> nn.Module:
+    from saevit_mm.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(dict(type='SAEViT', arch=arch,
+                              out_indices=(0, 1, 2, 3)))
+    _randomize_bn(model)
+    return model.eval()
+
+
+class _Toy(nn.Module):
+    """Fusable and non-fusable conv/BN patterns side by side."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)  # fusable
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.act = nn.GELU()
+        self.bn2 = nn.BatchNorm2d(8)  # after an activation: not fusable
+        self.conv3 = nn.Conv2d(8, 8, 1)
+        self.bn3 = nn.BatchNorm2d(8)  # conv3 output also feeds a residual
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2, groups=4)
+        self.bn4 = nn.BatchNorm2d(8)  # fusable (transposed, grouped)
+        self.conv5 = nn.Conv2d(8, 6, 1)
+        self.bn5 = nn.BatchNorm2d(6)  # conv5 runs twice: not fusable
+
+    def forward(self, x: torch.Tensor):
+        x = self.bn1(self.conv1(x))
+        x = self.bn2(self.act(self.conv2(x)))
+        y = self.conv3(x)
+        x = self.bn3(y) + y
+        x = self.bn4(self.up(x))
+        return x, self.bn5(self.conv5(x)) + self.conv5(x)
+
+
+def test_fusion_pairs_follow_data_flow():
+    model = _Toy().eval()
+    _randomize_bn(model)
+    pairs = find_conv_bn_pairs(model, torch.randn(1, 3, 8, 8))
+    assert pairs == [('conv1', 'bn1'), ('up', 'bn4')]
+
+
+def test_fusion_toy_outputs_unchanged():
+    model = _Toy().eval()
+    _randomize_bn(model)
+    x = torch.randn(2, 3, 12, 10)
+    with torch.no_grad():
+        ref = model(x)
+        folded = switch_to_deploy(model)
+        out = model(x)
+    assert folded == ['bn1', 'bn4']
+    assert isinstance(model.bn1, nn.Identity)
+    assert isinstance(model.bn2, nn.BatchNorm2d)
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('shape', [(2, 3, 64, 64), (1, 3, 97, 131)],
+                         ids=['64x64', '97x131'])
+def test_switch_to_deploy_saevit_t_within_1e5(shape):
+    model = _saevit('t')
+    num_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        ref = model(x)
+        folded = switch_to_deploy(model, probe_size=shape[2:])
+        out = model(x)
+    assert folded, 'no BatchNorm was folded'
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert left == num_bn - len(folded)
+    for a, b in zip(ref, out):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('hw', [(64, 64), (70, 90)], ids=['64x64', '70x90'])
+def test_onnx_export_matches_onnxruntime(tmp_path, hw):
+    pytest.importorskip('onnxruntime')
+    model = _saevit('t')
+    shape = (1, 3, *hw)
+    path = tmp_path / 'saevit-t.onnx'
+    names = export_onnx(model, shape, path)
+    assert names == ['out0', 'out1', 'out2', 'out3']
+    diffs = check_onnx(model, path, shape)
+    for name in names:
+        assert diffs[name] <= 1e-4 * max(1.0, diffs['max_abs_ref']), diffs
+
+
+def test_onnx_export_of_fused_model(tmp_path):
+    pytest.importorskip('onnxruntime')
+    model = _saevit('t')
+    switch_to_deploy(model)
+    path = tmp_path / 'fused.onnx'
+    export_onnx(model, (1, 3, 64, 64), path)
+    diffs = check_onnx(model, path, (1, 3, 64, 64))
+    assert max(v for k, v in diffs.items() if k != 'max_abs_ref') <= 1e-4
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    model = _saevit('t')
+    x = torch.randn(1, 3, 64, 64)
+    compiled = torch.compile(model)
+    start = time.perf_counter()
+    with torch.no_grad():
+        ref = model(x)
+        out = compiled(x)
+    assert time.perf_counter() - start < 600
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,26 @@
+"""Test a checkpoint with an mmpretrain, mmdet or mmseg config of saevit_mm.
+
+The config's ``default_scope`` selects the host and its metric. Examples::
+
+    python tools/test.py CONFIG CHECKPOINT
+    python tools/test.py CONFIG CHECKPOINT --show-dir vis/
+    bash tools/dist_test.sh CONFIG CHECKPOINT 2
+"""
+from saevit_mm.engine.cli import (apply_test_args, build_runner, load_config,
+                                  test_parser)
+
+
+def main() -> None:
+    parser = test_parser()
+    args = parser.parse_args()
+    cfg = load_config(args)
+    try:
+        apply_test_args(cfg, args)
+    except ValueError as err:
+        parser.error(str(err))
+    runner = build_runner(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
