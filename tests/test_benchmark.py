@@ -15,6 +15,16 @@ from saevit_mm.benchmark.timing import interleave, summarize
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared CPU, oversubscribed OpenMP threads make
+    small forward passes up to 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_summarize_median_range_iqr():
     stats = summarize([5.0, 1.0, 3.0, 2.0, 4.0])
     assert (stats.median, stats.low, stats.high) == (3.0, 1.0, 5.0)
@@ -102,7 +112,7 @@ def test_benchmark_tiny_end_to_end(tmp_path):
     if importlib.util.find_spec('mmpretrain') is not None:
         models.append('ResNet-18')
     _load_cli().main([
-        '--tiny', '--no-progress', '--out-dir',
+        '--tiny', '--no-progress', '--threads', '1', '--out-dir',
         str(tmp_path), '--models', *models
     ])
     result = json.loads((tmp_path / 'benchmark.json').read_text())

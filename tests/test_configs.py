@@ -67,9 +67,7 @@ def test_config_builds_and_predicts(path, scope):
     init_default_scope(scope)
     if cfg.get('data_preprocessor'):  # as the Runner does
         cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.eval()
+    model = MODELS.build(cfg.model).eval()
 
     out_channels = list(model.backbone.out_channels)
     if scope == 'mmpretrain':  # the head takes the last stage

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from saevit_mm.demo import (CLS_CLASSES, DET_CLASSES, MANIFEST, SEG_CLASSES,
-                            DemoDataSpec, SplitSpec, make_demo_data,
-                            metainfo, read_manifest)
+                            DemoDataSpec, SplitSpec, make_demo_data, metainfo,
+                            read_manifest)
 from saevit_mm.demo.ade20k import label_map
 from saevit_mm.demo.coco import mask_to_polygons
 from saevit_mm.demo.files import image_rng
@@ -75,12 +75,12 @@ def test_coco_layout(demo):
         names = {p.name for p in (root / f'{split}2017').iterdir()}
         assert names == {img['file_name'] for img in data['images']}
         for img in data['images']:
-            decoded = cv2.imread(str(root / f'{split}2017' /
-                                     img['file_name']))
+            decoded = cv2.imread(str(root / f'{split}2017' / img['file_name']))
             assert decoded.shape == (img['height'], img['width'], 3)
         assert [c['name'] for c in data['categories']] == list(DET_CLASSES)
-        assert [c['id'] for c in data['categories']] == list(
-            range(1, len(DET_CLASSES) + 1))
+        assert [c['id'] for c in data['categories']
+                ] == list(range(1,
+                                len(DET_CLASSES) + 1))
     train_ids = {img['id'] for img in read_coco(demo, 'train')['images']}
     val_ids = {img['id'] for img in read_coco(demo, 'val')['images']}
     assert not train_ids & val_ids
@@ -90,7 +90,7 @@ def test_ade20k_layout_and_label_range(demo):
     root = demo / 'ADEChallengeData2016'
     seen = Counter()
     for folder, count in (('training', TINY.seg.train), ('validation',
-                                                          TINY.seg.val)):
+                                                         TINY.seg.val)):
         images = sorted((root / 'images' / folder).glob('*.jpg'))
         labels = sorted((root / 'annotations' / folder).glob('*.png'))
         assert len(images) == len(labels) == count
@@ -131,8 +131,9 @@ def test_same_seed_same_bytes_other_seed_differs(demo, tmp_path):
         reference = file_hashes(demo / root.name)
         assert file_hashes(root) == reference
         changed = file_hashes(other[task])
-        images = [k for k in reference if k.lower().endswith(('.jpg',
-                                                               '.jpeg'))]
+        images = [
+            k for k in reference if k.lower().endswith(('.jpg', '.jpeg'))
+        ]
         assert all(changed.get(k) != reference[k] for k in images)
     assert read_manifest(again['det'])['sha256'] != read_manifest(
         other['det'])['sha256']
@@ -180,8 +181,7 @@ def test_bad_split_spec_is_rejected():
 
 
 def test_classification_classes_are_balanced(demo):
-    for split, per_class in (('train', TINY.cls.train), ('val',
-                                                         TINY.cls.val)):
+    for split, per_class in (('train', TINY.cls.train), ('val', TINY.cls.val)):
         lines = (demo / 'imagenet' / 'meta' /
                  f'{split}.txt').read_text().splitlines()
         counts = Counter(int(line.rsplit(' ', 1)[1]) for line in lines)
@@ -212,8 +212,8 @@ def test_coco_annotations_agree_with_their_masks(demo):
     overlaps = 0
     for ann in anns:
         assert ann['iscrowd'] == 0
-        assert all(len(p) >= 6 and len(p) % 2 == 0
-                   for p in ann['segmentation'])
+        assert all(
+            len(p) >= 6 and len(p) % 2 == 0 for p in ann['segmentation'])
         mask = coco.annToMask(ann).astype(bool)
         ys, xs = np.nonzero(mask)
         x, y, w, h = ann['bbox']
@@ -225,16 +225,20 @@ def test_coco_annotations_agree_with_their_masks(demo):
         assert points.min(0) == pytest.approx([x + 0.25, y + 0.25], abs=0.26)
         assert points.max(0) == pytest.approx([x + w, y + h], abs=0.26)
     for img_id in coco.getImgIds():
-        masks = [coco.annToMask(a) for a in coco.loadAnns(
-            coco.getAnnIds(imgIds=[img_id]))]
+        masks = [
+            coco.annToMask(a)
+            for a in coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
+        ]
         # visible masks never overlap (occlusion is resolved) ...
         assert max(np.sum(masks, axis=0).max(), 1) == 1
-        boxes = [a['bbox'] for a in coco.loadAnns(
-            coco.getAnnIds(imgIds=[img_id]))]
+        boxes = [
+            a['bbox'] for a in coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
+        ]
         for i, (x0, y0, w0, h0) in enumerate(boxes):
             for x1, y1, w1, h1 in boxes[i + 1:]:
-                overlaps += (min(x0 + w0, x1 + w1) > max(x0, x1)
-                             and min(y0 + h0, y1 + h1) > max(y0, y1))
+                overlaps += (
+                    min(x0 + w0, x1 + w1) > max(x0, x1)
+                    and min(y0 + h0, y1 + h1) > max(y0, y1))
     assert overlaps > 0  # ... but objects do overlap
 
 
@@ -286,13 +290,13 @@ def test_classification_label_is_the_dominant_shape(label):
     for index in range(3):
         scene = classification_scene(
             image_rng(2, 'cls', 'train', index), 80, 97, CLS_CLASSES, label)
-        visible = [scene.visible_mask(k).sum() for k in range(
-            len(scene.objects))]
+        visible = [
+            scene.visible_mask(k).sum() for k in range(len(scene.objects))
+        ]
         assert scene.objects[0].kind == CLS_CLASSES[label]
         assert visible[0] == max(visible)
         assert visible[0] >= 0.8 * scene.objects[0].full_pixels
-        assert all(obj.kind != CLS_CLASSES[label]
-                   for obj in scene.objects[1:])
+        assert all(obj.kind != CLS_CLASSES[label] for obj in scene.objects[1:])
 
 
 def test_metainfo_and_palette():
@@ -316,8 +320,9 @@ def test_cli_generates_then_skips(tmp_path, capsys):
     main(argv)
     out = capsys.readouterr().out
     assert 'seg: ' in out and '(generated)' in out and '(up to date' in out
-    assert len(list((tmp_path / 'ADEChallengeData2016' / 'images' /
-                     'training').iterdir())) == 2
+    assert len(
+        list((tmp_path / 'ADEChallengeData2016' / 'images' /
+              'training').iterdir())) == 2
     with pytest.raises(SystemExit):
         main(['--out', str(tmp_path), '--det-size', '300', '100'])
 
@@ -337,8 +342,8 @@ def test_mmpretrain_imagenet_loads_demo(demo):
         dict(type='PackInputs'),
     ]
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        for split, per_class in (('train', TINY.cls.train),
-                                 ('val', TINY.cls.val)):
+        for split, per_class in (('train', TINY.cls.train), ('val',
+                                                             TINY.cls.val)):
             dataset = datasets.ImageNet(
                 data_root=str(root),
                 split=split,
@@ -354,13 +359,12 @@ def test_mmpretrain_imagenet_loads_demo(demo):
             assert tuple(sample['inputs'].shape) == (3, 64, 64)
         folders = datasets.CustomDataset(
             data_root=str(root), data_prefix='train', with_label=True)
-        by_folder = sorted((d['img_path'], d['gt_label'])
-                           for d in folders.load_data_list())
+        by_folder = sorted(
+            (d['img_path'], d['gt_label']) for d in folders.load_data_list())
         by_list = sorted(
-            (d['img_path'], d['gt_label'])
-            for d in datasets.ImageNet(
-                data_root=str(root), split='train',
-                classes=list(CLS_CLASSES)).load_data_list())
+            (d['img_path'], d['gt_label']) for d in datasets.ImageNet(
+                data_root=str(root), split='train', classes=list(
+                    CLS_CLASSES)).load_data_list())
         assert by_folder == by_list
 
 

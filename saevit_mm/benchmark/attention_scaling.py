@@ -52,33 +52,29 @@ def _stage1_attention(backbone: nn.Module) -> Tuple[str, nn.Module]:
     raise LookupError('no SparselyAggregatedAttention in stages[0]')
 
 
-def build_stage1_attention(kind: str, arch: str = 't') -> nn.Module:
-    """The stage-1 attention layer of ``SAEViT(arch)`` (eval mode).
+def build_stage1_attention(kind: str,
+                           arch: str = 't') -> Tuple[nn.Module, int]:
+    """The stage-1 attention layer of ``SAEViT(arch)`` and its width.
 
     Args:
         kind: ``'saa'`` or ``'full'``.
         arch: SAEViT arch key. Defaults to ``'t'``.
+
+    Returns:
+        The layer (eval mode) and its input channels ``C1``.
     """
     from saevit_mm.registry import MODELS
     if kind not in ATTN_TYPES:
         raise ValueError(f'kind must be one of {list(ATTN_TYPES)}, got '
                          f'{kind!r}')
-    saa_backbone = MODELS.build(dict(type='SAEViT', arch=arch))
-    name, layer = _stage1_attention(saa_backbone)
+    backbone = MODELS.build(dict(type='SAEViT', arch=arch))
+    name, layer = _stage1_attention(backbone)
     if kind == 'full':
         full_backbone = MODELS.build(
             dict(type='SAEViT', arch=arch, attn_type=ATTN_TYPES['full']))
         layer = full_backbone.stages[0].get_submodule(name)
-    return layer.eval()
-
-
-def stage1_channels(layer: nn.Module) -> int:
-    """Input channels of the attention layer (its first parameter's width)."""
-    for attr in ('embed_dims', 'dim', 'channels', 'in_channels'):
-        value = getattr(layer, attr, None)
-        if isinstance(value, int):
-            return value
-    raise AttributeError(f'cannot tell the width of {type(layer).__name__}')
+    layer.eval()
+    return layer, backbone.arch_settings['embed_dims'][0]
 
 
 def _peak_rss_bytes() -> int:
@@ -104,9 +100,10 @@ def measure_point(kind: str, arch: str, size: int, device: str,
     """
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    layer = build_stage1_attention(kind, arch).to(dev)
+    layer, channels = build_stage1_attention(kind, arch)
+    layer = layer.to(dev)
     side = max(1, size // 4)
-    x = torch.randn(1, stage1_channels(layer), side, side, device=dev)
+    x = torch.randn(1, channels, side, side, device=dev)
     with torch.no_grad():
         if dev.type == 'cpu':
             before = _peak_rss_bytes()

@@ -10,6 +10,7 @@ each host's own ImageNet (or, for PVTv2, RetinaNet) config.
 Peers whose host package is not installed are skipped with a reason.
 """
 import importlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -154,10 +155,14 @@ def build_backbone(spec: ModelSpec) -> nn.Module:
     """
     from mmengine.registry import DefaultScope
     registry = importlib.import_module(f'{spec.scope}.registry').MODELS
-    # nested types (e.g. mmpretrain's LN2d) resolve in the default scope
-    with DefaultScope.overwrite_default_scope(spec.scope):
+    # nested types (e.g. mmpretrain's LN2d) resolve in the default scope;
+    # mmcv's construction-time advice (conv bias before BN...) is noise here
+    with DefaultScope.overwrite_default_scope(spec.scope), \
+            warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
         model = registry.build(dict(spec.cfg))
-    return model.eval()
+    model.eval()  # not chained: some host train() overrides return None
+    return model
 
 
 def build_classifier(spec: ModelSpec,
@@ -176,4 +181,6 @@ def build_classifier(spec: ModelSpec,
     with torch.no_grad():
         feat = _last_output(backbone(torch.zeros(1, 3, probe_size,
                                                  probe_size)))
-    return GAPLinearClassifier(backbone, feat.shape[1], num_classes).eval()
+    classifier = GAPLinearClassifier(backbone, feat.shape[1], num_classes)
+    classifier.eval()
+    return classifier

@@ -41,8 +41,8 @@ def table_rows(result: Dict[str, object]) -> List[List[str]]:
     rows = []
     for model in result['models']:  # type: ignore
         if 'error' in model:
-            rows.append([model['name'], 'error: ' + model['error']] +
-                        [''] * 7)
+            rows.append([model['name'], 'failed (see below)'] +
+                        [''] * (len(table_header(result)) - 2))
             continue
         thr = model.get('throughput')
         lat = model.get('latency_ms')
@@ -90,15 +90,25 @@ def markdown_table(result: Dict[str, object]) -> str:
 def render_table(result: Dict[str, object]) -> None:
     """Print the model table, attention scaling and deploy results."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     table = Table(title='Classifier = backbone + GAP + linear(1000); '
                   'medians over interleaved repeats, ± half the range')
     for name in table_header(result):
         table.add_column(name, overflow='fold')
     for row in table_rows(result):
-        table.add_row(*row)
+        table.add_row(*[escape(cell) for cell in row])
     console.print(table)
+    for model in result['models']:  # type: ignore
+        for key in ('error', 'throughput_error'):
+            if key in model:
+                console.print(
+                    escape(f'{model["name"]}: {key}: {model[key]}'))
+        for size, entry in model.get('backbone_latency_ms', {}).items():
+            if 'error' in entry:
+                console.print(
+                    escape(f'{model["name"]} @{size}: {entry["error"]}'))
     matmul = result.get('matmul_gflops')
     if matmul:
         console.print(f'matmul: {_fmt(matmul["median"])} GFLOP/s'

@@ -224,6 +224,7 @@ def run_benchmark(settings: BenchmarkSettings,
                 model = build_classifier(spec)
                 row['params_m'] = count_params(model) / 1e6
                 row['backbone_params_m'] = count_params(model.backbone) / 1e6
+                row['gflops'] = None
                 row['gflops'] = count_flops(
                     model, (1, 3, settings.img_size, settings.img_size)) / 1e9
                 models[spec.name] = model.to(device)

@@ -34,8 +34,10 @@ from .spec import DET_CLASSES, SEG_CLASSES, SplitSpec
 
 __all__ = ['write_ade20k', 'label_map']
 
-_FOLDERS = {'train': ('training', 'ADE_train'), 'val': ('validation',
-                                                        'ADE_val')}
+_FOLDERS = {
+    'train': ('training', 'ADE_train'),
+    'val': ('validation', 'ADE_val')
+}
 
 
 def label_map(scene: Scene) -> np.ndarray:
@@ -44,7 +46,8 @@ def label_map(scene: Scene) -> np.ndarray:
     Args:
         scene: A scene whose object kinds are in :data:`SEG_CLASSES`.
     """
-    labels = np.where(scene.is_sky, SEG_CLASSES.index('sky') + 1,
+    labels = np.where(scene.is_sky,
+                      SEG_CLASSES.index('sky') + 1,
                       SEG_CLASSES.index('ground') + 1).astype(np.uint8)
     labels[scene.clutter] = 0
     object_labels = np.array(

@@ -83,15 +83,21 @@ def _annotations(mask_owner: np.ndarray, kinds: List[str], image_id: int,
         ys, xs = np.nonzero(mask)
         x0, y0 = int(xs.min()), int(ys.min())
         annotations.append({
-            'id': first_id + len(annotations),
-            'image_id': image_id,
-            'category_id': DET_CLASSES.index(kind) + 1,
-            'segmentation': mask_to_polygons(mask),
-            'area': int(mask.sum()),
+            'id':
+            first_id + len(annotations),
+            'image_id':
+            image_id,
+            'category_id':
+            DET_CLASSES.index(kind) + 1,
+            'segmentation':
+            mask_to_polygons(mask),
+            'area':
+            int(mask.sum()),
             'bbox': [x0, y0,
                      int(xs.max()) + 1 - x0,
                      int(ys.max()) + 1 - y0],
-            'iscrowd': 0,
+            'iscrowd':
+            0,
         })
     return annotations
 

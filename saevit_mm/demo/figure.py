@@ -20,14 +20,14 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.JPEG')
 
 def painted_images(show_dir: Path, count: int) -> List[Path]:
     """The first ``count`` images painted under ``show_dir`` (sorted)."""
-    found = sorted(p for p in show_dir.rglob('*') if p.suffix in IMAGE_SUFFIXES)
+    found = sorted(
+        p for p in show_dir.rglob('*') if p.suffix in IMAGE_SUFFIXES)
     return found[:count]
 
 
-def save_demo_figure(out: Path,
-                     curves: Dict[str, Dict[str, Sequence[float]]],
-                     images: Dict[str, List[Path]],
-                     titles: Dict[str, str]) -> Path:
+def save_demo_figure(out: Path, curves: Dict[str, Dict[str, Sequence[float]]],
+                     images: Dict[str, List[Path]], titles: Dict[str,
+                                                                 str]) -> Path:
     """Draw one column per task: its loss curve above its predictions.
 
     Args:
@@ -42,7 +42,9 @@ def save_demo_figure(out: Path,
     tasks = list(curves)
     rows = 1 + max((len(images.get(t, [])) for t in tasks), default=0)
     fig, axes = plt.subplots(
-        rows, len(tasks), figsize=(5 * len(tasks), 2.2 + 3.2 * (rows - 1)),
+        rows,
+        len(tasks),
+        figsize=(5 * len(tasks), 2.2 + 3.2 * (rows - 1)),
         squeeze=False,
         gridspec_kw=dict(height_ratios=[2.2] + [3.2] * (rows - 1)))
     for col, task in enumerate(tasks):

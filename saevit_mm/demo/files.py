@@ -76,9 +76,9 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 def write_jpeg(path: Path, rgb: np.ndarray) -> None:
     """Write an ``(H, W, 3)`` uint8 RGB image as baseline JPEG."""
-    ok, data = cv2.imencode('.jpg', np.ascontiguousarray(rgb[..., ::-1]), [
-        cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY, cv2.IMWRITE_JPEG_OPTIMIZE, 0
-    ])
+    ok, data = cv2.imencode(
+        '.jpg', np.ascontiguousarray(rgb[..., ::-1]),
+        [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY, cv2.IMWRITE_JPEG_OPTIMIZE, 0])
     if not ok:
         raise OSError(f'OpenCV could not encode {path} as JPEG.')
     _write_bytes(path, data.tobytes())

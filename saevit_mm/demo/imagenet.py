@@ -4,7 +4,7 @@
 
     imagenet/
     ├── train/n00000000/n00000000_00000.JPEG ...   one folder per class
-    ├── val/ILSVRC2012_val_00000001.JPEG ...       flat, as the real val set
+    ├── val/ILSVRC2012_val_00000001.JPEG ...      flat, like the real val set
     └── meta/
         ├── train.txt     "n00000003/n00000003_00012.JPEG 3"
         ├── val.txt       "ILSVRC2012_val_00000004.JPEG 3"
@@ -47,9 +47,9 @@ def write_imagenet(root: Path,
     num_classes = len(CLS_CLASSES)
     for split, per_class in (('train', spec.train), ('val', spec.val)):
         # Interleave classes so that the index encodes (sample, class).
-        jobs: List[Tuple[int, int]] = [(index, index % num_classes)
-                                       for index in range(per_class *
-                                                          num_classes)]
+        jobs: List[Tuple[int,
+                         int]] = [(index, index % num_classes)
+                                  for index in range(per_class * num_classes)]
         lines = []
         for index, label in progress(jobs, f'imagenet/{split}', len(jobs)):
             rng = image_rng(seed, 'cls', split, index)

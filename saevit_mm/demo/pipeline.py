@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-__all__ = ['ToolRun', 'run_tool', 'last_checkpoint', 'test_metrics',
-           'train_losses']
+__all__ = [
+    'ToolRun', 'run_tool', 'last_checkpoint', 'test_metrics', 'train_losses'
+]
 
 REPO = Path(__file__).resolve().parents[2]
 # "Iter(train) [ 40/300]" (iteration based) or "Epoch(train) [2][ 5/20]"
@@ -63,13 +64,13 @@ def run_tool(args: Sequence[str],
         while proc.poll() is None:
             time.sleep(poll)
             if on_progress is not None:
-                progress = _progress(log.read_text(errors='replace'),
-                                     max_epochs)
+                progress = _progress(
+                    log.read_text(errors='replace'), max_epochs)
                 if progress:
                     on_progress(*progress)
     text = log.read_text(errors='replace').splitlines()
-    return ToolRun(command, log, time.time() - start, proc.returncode,
-                   text[-30:])
+    return ToolRun(command, log,
+                   time.time() - start, proc.returncode, text[-30:])
 
 
 def _progress(text: str, max_epochs: Optional[int]):

@@ -14,7 +14,7 @@ __all__ = ['classification_scene', 'multi_object_scene']
 
 def classification_scene(rng: np.random.Generator, height: int, width: int,
                          classes: Sequence[str], label: int) -> Scene:
-    """One large shape of ``classes[label]`` among up to three small shapes
+    """One large shape of ``classes[label]`` among up to two small shapes
     of other classes, which may cover at most 20% of it.
 
     Args:
@@ -28,22 +28,21 @@ def classification_scene(rng: np.random.Generator, height: int, width: int,
         The scene; ``objects[0]`` is the main shape.
     """
     if not 0 <= label < len(classes):
-        raise ValueError(
-            f'label must be in [0, {len(classes)}), got {label}.')
+        raise ValueError(f'label must be in [0, {len(classes)}), got {label}.')
     others = [name for i, name in enumerate(classes) if i != label]
     requests = [
         ObjectRequest(
-            classes[label], (0.24, 0.40),
+            classes[label], (0.26, 0.42),
             min_visible=0.8,
             min_inside=0.85,
             center_margin=0.3,
             max_aspect=1.8)
     ]
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(rng.integers(0, 3))):
         kind = others[int(rng.integers(len(others)))]
         requests.append(ObjectRequest(kind, (0.07, 0.14), min_visible=0.5))
-    scene = compose_scene(rng, height, width, requests, clutter=(0, 3),
-                          min_pixels=24)
+    scene = compose_scene(
+        rng, height, width, requests, clutter=(0, 3), min_pixels=24)
     if not scene.objects or scene.objects[0].kind != classes[label]:
         raise RuntimeError('The main shape of a classification scene could '
                            f'not be placed in a {height}x{width} image.')

@@ -18,10 +18,19 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .shapes import Shape
+from .shapes import TYPICAL_HUES, Shape
 from .textures import background, fill_texture, random_color
 
-__all__ = ['ObjectRequest', 'PlacedObject', 'Scene', 'compose_scene']
+__all__ = [
+    'HUE_PRIOR', 'ObjectRequest', 'PlacedObject', 'Scene', 'compose_scene'
+]
+
+#: Probability that an object takes its kind's typical hue
+#: (:data:`saevit_mm.demo.shapes.TYPICAL_HUES`) instead of a uniform one.
+#: Colour alone then identifies the class of only part of the objects (and
+#: clutter and backgrounds share the same hues); shape is needed for the
+#: rest.
+HUE_PRIOR = 0.5
 
 _MAX_TRIES = 30
 _MIN_CONTRAST = 60.0  # RGB distance between an object and what it covers
@@ -126,21 +135,22 @@ def _occlusion_ok(instance_map: np.ndarray, mask: np.ndarray,
 
 
 def _paint_object(rng: np.random.Generator, image: np.ndarray,
-                  mask: np.ndarray) -> None:
+                  mask: np.ndarray, kind: str) -> None:
     """Paint a textured fill (and maybe an outline) into ``mask``."""
+    hue = TYPICAL_HUES[kind] if rng.uniform() < HUE_PRIOR else None
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     crop = mask[y0:y1, x0:x1]
     under = image[y0:y1, x0:x1][crop].mean(axis=0)
     for _ in range(8):
-        color = random_color(rng)
+        color = random_color(rng, hue)
         if np.linalg.norm(color - under) >= _MIN_CONTRAST:
             break
     second = random_color(rng)
     fill = fill_texture(rng, y1 - y0, x1 - x0, color, second)
     if rng.uniform() < 0.3:
-        edge = crop & ~cv2.erode(crop.astype(np.uint8),
-                                 np.ones((3, 3), np.uint8)).astype(bool)
+        edge = crop & ~cv2.erode(
+            crop.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         fill[edge] = color * rng.uniform(0.2, 0.5)
     region = image[y0:y1, x0:x1]
     region[crop] = fill[crop]
@@ -157,10 +167,12 @@ def _draw_clutter(rng: np.random.Generator, image: np.ndarray,
         kind = rng.choice(['scribble', 'dots', 'blob'])
         if kind == 'scribble':
             num = int(rng.integers(3, 7))
-            points = np.stack([rng.uniform(0, width, num),
-                               rng.uniform(0, height, num)], axis=1)
-            cv2.polylines(layer, [np.round(points).astype(np.int32)], False,
-                          1, int(rng.integers(1, 4)))
+            points = np.stack(
+                [rng.uniform(0, width, num),
+                 rng.uniform(0, height, num)],
+                axis=1)
+            cv2.polylines(layer, [np.round(points).astype(np.int32)], False, 1,
+                          int(rng.integers(1, 4)))
         elif kind == 'dots':
             for _ in range(int(rng.integers(3, 12))):
                 center = (int(rng.integers(0, width)),
@@ -182,7 +194,9 @@ def _draw_clutter(rng: np.random.Generator, image: np.ndarray,
     return covered.astype(bool)
 
 
-def compose_scene(rng: np.random.Generator, height: int, width: int,
+def compose_scene(rng: np.random.Generator,
+                  height: int,
+                  width: int,
                   requests: Sequence[ObjectRequest],
                   clutter: Tuple[int, int] = (1, 4),
                   min_pixels: int = 48) -> Scene:
@@ -207,8 +221,8 @@ def compose_scene(rng: np.random.Generator, height: int, width: int,
         :class:`Scene`.
     """
     image, is_sky = background(rng, height, width)
-    clutter_mask = _draw_clutter(
-        rng, image, int(rng.integers(clutter[0], clutter[1] + 1)))
+    clutter_mask = _draw_clutter(rng, image,
+                                 int(rng.integers(clutter[0], clutter[1] + 1)))
     instance_map = np.full((height, width), -1, dtype=np.int16)
     objects: List[PlacedObject] = []
     for request in requests:
@@ -220,11 +234,10 @@ def compose_scene(rng: np.random.Generator, height: int, width: int,
                 continue
             if not _occlusion_ok(instance_map, mask, objects):
                 continue
-            _paint_object(rng, image, mask)
+            _paint_object(rng, image, mask, request.kind)
             instance_map[mask] = len(objects)
             objects.append(
-                PlacedObject(request.kind, shape, pixels,
-                             request.min_visible))
+                PlacedObject(request.kind, shape, pixels, request.min_visible))
             break
     clutter_mask &= instance_map < 0
     image = _finish(rng, image)

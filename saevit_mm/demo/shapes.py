@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Tuple
 import cv2
 import numpy as np
 
-__all__ = ['SHAPE_KINDS', 'Shape', 'unit_geometry']
+__all__ = ['SHAPE_KINDS', 'TYPICAL_HUES', 'Shape', 'unit_geometry']
 
 #: Outer polygons and hole polygons, each an ``(N, 2)`` array of ``(x, y)``.
 Geometry = Tuple[List[np.ndarray], List[np.ndarray]]
@@ -98,6 +98,23 @@ _GEOMETRIES: Dict[str, Callable[[], Geometry]] = {
 #: Every shape kind the library can draw.
 SHAPE_KINDS: Tuple[str, ...] = tuple(_GEOMETRIES)
 
+#: The hue (in ``[0, 1)``) that objects of a kind take more often than
+#: others, like the colour prior of a real class (see
+#: :data:`saevit_mm.demo.scene.HUE_PRIOR`). The five detection classes are
+#: spread around the colour wheel.
+TYPICAL_HUES: Dict[str, float] = {
+    'ellipse': 0.0,
+    'rectangle': 0.6,
+    'triangle': 0.15,
+    'star': 0.8,
+    'cross': 0.35,
+    'hexagon': 0.5,
+    'crescent': 0.07,
+    'heart': 0.92,
+    'arrow': 0.26,
+    'ring': 0.7,
+}
+
 
 def unit_geometry(kind: str) -> Geometry:
     """The outer and hole polygons of ``kind``, centred, within the unit disc.
@@ -116,7 +133,8 @@ def unit_geometry(kind: str) -> Geometry:
 
 def _polygon_area(points: np.ndarray) -> float:
     x, y = points[:, 0], points[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    return 0.5 * abs(
+        float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
 @dataclass(frozen=True)
@@ -162,17 +180,19 @@ class Shape:
     def area(self) -> float:
         """Area in pixels of the unclipped shape (outer minus holes)."""
         outer, holes = self.polygons()
-        return (sum(_polygon_area(p) for p in outer) -
-                sum(_polygon_area(p) for p in holes))
+        return (sum(_polygon_area(p)
+                    for p in outer) - sum(_polygon_area(p) for p in holes))
 
     def mask(self, height: int, width: int) -> np.ndarray:
         """Rasterise into a ``(height, width)`` bool mask, clipped to it."""
         outer, holes = self.polygons()
         canvas = np.zeros((height, width), dtype=np.uint8)
         scale = float(1 << _SHIFT)
-        cv2.fillPoly(canvas, [np.round(p * scale).astype(np.int32)
-                              for p in outer], 1, cv2.LINE_8, _SHIFT)
+        cv2.fillPoly(canvas,
+                     [np.round(p * scale).astype(np.int32) for p in outer], 1,
+                     cv2.LINE_8, _SHIFT)
         if holes:
-            cv2.fillPoly(canvas, [np.round(p * scale).astype(np.int32)
-                                  for p in holes], 0, cv2.LINE_8, _SHIFT)
+            cv2.fillPoly(canvas,
+                         [np.round(p * scale).astype(np.int32) for p in holes],
+                         0, cv2.LINE_8, _SHIFT)
         return canvas.astype(bool)

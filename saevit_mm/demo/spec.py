@@ -20,8 +20,7 @@ CLS_CLASSES: Tuple[str, ...] = ('ellipse', 'rectangle', 'triangle', 'star',
                                 'arrow', 'ring')
 
 #: Detection classes (COCO ``category_id`` ``i + 1`` is ``DET_CLASSES[i]``).
-DET_CLASSES: Tuple[str, ...] = ('ellipse', 'rectangle', 'triangle', 'star',
-                                'cross')
+DET_CLASSES: Tuple[str, ...] = CLS_CLASSES[:4] + ('cross', )
 
 #: Background ("stuff") classes that make the segmentation maps dense.
 SEG_STUFF_CLASSES: Tuple[str, ...] = ('sky', 'ground')

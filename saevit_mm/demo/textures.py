@@ -6,7 +6,7 @@ end). Nothing here knows about labels.
 """
 import colorsys
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -26,10 +26,17 @@ def _hsv_to_rgb(hue: float, sat: float, val: float) -> Color:
     return np.array(rgb, dtype=np.float32) * 255
 
 
-def random_color(rng: np.random.Generator) -> Color:
-    """Any hue, medium to full saturation and value."""
-    return _hsv_to_rgb(
-        rng.uniform(0, 1), rng.uniform(0.25, 1.0), rng.uniform(0.3, 1.0))
+def random_color(rng: np.random.Generator,
+                 hue: Optional[float] = None) -> Color:
+    """Medium to full saturation and value; any hue, or one near ``hue``.
+
+    Args:
+        rng: Random stream.
+        hue: Centre hue in ``[0, 1)``, jittered by a normal of s.d. 0.03.
+            Defaults to None (uniform hue).
+    """
+    hue = rng.uniform(0, 1) if hue is None else hue + rng.normal(0, 0.03)
+    return _hsv_to_rgb(hue, rng.uniform(0.25, 1.0), rng.uniform(0.3, 1.0))
 
 
 def sky_color(rng: np.random.Generator) -> Color:
@@ -115,8 +122,8 @@ def background(rng: np.random.Generator, height: int,
     sky += 10 * smooth_noise(rng, height, width, 3)[..., None]
 
     base = ground_color(rng)
-    ground = base + 22 * smooth_noise(rng, height, width, int(
-        rng.integers(4, 9)))[..., None]
+    ground = base + 22 * smooth_noise(rng, height, width,
+                                      int(rng.integers(4, 9)))[..., None]
     ground += rng.normal(0, rng.uniform(8, 20), size=(height, width, 1))
     ground *= (0.8 + 0.3 * yy / max(height - 1, 1))[..., None]
     image = np.where(is_sky[..., None], sky, ground).astype(np.float32)

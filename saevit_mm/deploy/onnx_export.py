@@ -43,7 +43,8 @@ def export_onnx(model: nn.Module,
     Returns:
         The names of the graph outputs (``out0``, ``out1``, ...).
     """
-    model = model.eval().to(device)
+    model.eval()  # not chained: some host train() overrides return None
+    model.to(device)
     dummy = torch.randn(*input_shape, device=device)
     with torch.no_grad():
         num_outputs = len(_as_tuple(model(dummy)))
@@ -103,9 +104,9 @@ def check_onnx(model: nn.Module,
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(*input_shape, generator=generator)
     device = next(model.parameters()).device
+    model.eval()
     with torch.no_grad():
-        ref = [t.float().cpu().numpy()
-               for t in _as_tuple(model.eval()(x.to(device)))]
+        ref = [t.float().cpu().numpy() for t in _as_tuple(model(x.to(device)))]
     got = run_onnx(path, x.numpy())
     if len(got) != len(ref):
         raise RuntimeError(f'ONNX graph has {len(got)} outputs, the model '

@@ -17,6 +17,7 @@ import json
 from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import DictAction
+from torch import nn
 
 from saevit_mm.models import SAEViT
 from saevit_mm.models.utils import count_complexity
@@ -34,25 +35,31 @@ def canonical_archs() -> List[str]:
     return names
 
 
-def build_classifier(backbone: Dict, num_classes: int):
+def build_classifier(backbone_args: Dict, in_channels: int,
+                     num_classes: int) -> Optional[nn.Module]:
     """mmpretrain ``ImageClassifier`` (GAP + linear head) around a SAEViT.
 
-    Returns None when mmpretrain is not installed.
+    Args:
+        backbone_args: SAEViT arguments (no ``type``).
+        in_channels: Channels of the backbone's last output.
+        num_classes: Classes of the head.
+
+    Returns:
+        The classifier, or None when mmpretrain is not installed.
     """
     try:
         from mmpretrain.registry import MODELS
     except ModuleNotFoundError:
         return None
-    channels = SAEViT(**backbone).out_channels[-1]
     return MODELS.build(
         dict(
             type='ImageClassifier',
-            backbone=backbone,
+            backbone=dict(type='SAEViT', **backbone_args),
             neck=dict(type='GlobalAveragePooling'),
             head=dict(
                 type='LinearClsHead',
                 num_classes=num_classes,
-                in_channels=channels)))
+                in_channels=in_channels)))
 
 
 def measure(archs: Sequence[str],
@@ -62,12 +69,11 @@ def measure(archs: Sequence[str],
     """One row per (arch, model): params, FLOPs and attention FLOPs."""
     rows = []
     for arch in archs:
-        backbone = dict(type='SAEViT', arch=arch, **(backbone_args or {}))
-        models = [('backbone', SAEViT(**{
-            k: v
-            for k, v in backbone.items() if k != 'type'
-        }))]
-        classifier = build_classifier(backbone, num_classes)
+        kwargs = dict(arch=arch, **(backbone_args or {}))
+        backbone = SAEViT(**kwargs)
+        models = [('backbone', backbone)]
+        classifier = build_classifier(kwargs, backbone.out_channels[-1],
+                                      num_classes)
         if classifier is not None:
             models.insert(0, (f'classifier ({num_classes} classes)',
                               classifier))

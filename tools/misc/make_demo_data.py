@@ -34,8 +34,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=list(TASKS),
         help='which sets to make')
     parser.add_argument('--quiet', action='store_true', help='no progress')
-    for task, what in (('cls', 'per class'), ('det', 'images'),
-                       ('seg', 'images')):
+    for task, what in (('cls', 'per class'), ('det', 'images'), ('seg',
+                                                                 'images')):
         split: SplitSpec = getattr(default, task)
         parser.add_argument(
             f'--{task}-counts',
@@ -57,8 +57,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     try:
         args.spec = DemoDataSpec(
             **{
-                task: SplitSpec(*getattr(args, f'{task}_counts'),
-                                *getattr(args, f'{task}_size'))
+                task:
+                SplitSpec(*getattr(args, f'{task}_counts'),
+                          *getattr(args, f'{task}_size'))
                 for task in TASKS
             })
     except ValueError as err:

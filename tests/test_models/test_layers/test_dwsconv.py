@@ -1,0 +1,33 @@
+"""DWSConv, the stem and the downsampling layers."""
+import math
+
+import pytest
+import torch
+
+from saevit_mm.models.layers import ConvStem, Downsample, DWSConv
+
+
+def test_dwsconv_is_depthwise_then_pointwise():
+    layer = DWSConv(8).eval()
+    assert layer.dw.conv.groups == 8 and layer.dw.conv.kernel_size == (3, 3)
+    assert layer.pw.conv.kernel_size == (1, 1)
+    x = torch.randn(2, 8, 7, 9, requires_grad=True)
+    out = layer(x)
+    assert out.shape == x.shape
+    # one output pixel depends on the 3x3 window around it, all channels
+    grad, = torch.autograd.grad(out[0, 0, 3, 4], x)
+    nonzero = grad[0].abs().sum(0).nonzero().tolist()
+    assert {tuple(p) for p in nonzero} == {(i, j)
+                                           for i in range(2, 5)
+                                           for j in range(3, 6)}
+    assert (grad[0].abs().sum((1, 2)) > 0).all()
+
+
+@pytest.mark.parametrize('size', [(1, 1), (32, 32), (97, 131)], ids=str)
+def test_stem_and_downsample_round_up(size):
+    stem = ConvStem(3, 16).eval()
+    down = Downsample(16, 32).eval()
+    x = stem(torch.randn(1, 3, *size))
+    assert x.shape == (1, 16, math.ceil(size[0] / 4), math.ceil(size[1] / 4))
+    assert down(x).shape == (1, 32, math.ceil(x.shape[2] / 2),
+                             math.ceil(x.shape[3] / 2))
