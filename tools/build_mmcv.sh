@@ -35,7 +35,7 @@ total=$(find "$SRC/mmcv/ops/csrc/pytorch" "$SRC/mmcv/ops/csrc/pytorch/cpu" \
 pid=$!
 start=$(date +%s)
 while kill -0 "$pid" 2>/dev/null; do
-  sleep 30
+  sleep 60
   done_objs=$(find "$SRC/build" -name '*.o' 2>/dev/null | wc -l)
   printf '[mmcv] %3d/%d C++ sources compiled, %d min elapsed\n' \
     "$done_objs" "$total" "$((($(date +%s) - start) / 60))"

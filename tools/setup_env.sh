@@ -89,27 +89,28 @@ say "installing build tools and torch ($TORCH_SPEC)"
   || fail "pip could not install $TORCH_SPEC"
 
 STEP="mmcv"
+MMCV_WHEEL=""
 if "$PY" -c "import mmcv, sys; from mmcv.ops import nms; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" 2>/dev/null; then
   say "mmcv $MMCV_VERSION with ops already installed"
 else
   KEY="$("$PY" -c "import sys, torch; print(f'mmcv$MMCV_VERSION-torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}-' + ('cuda' if torch.cuda.is_available() or '${FORCE_CUDA:-0}' == '1' else 'cpu'))")"
   WHEEL_DIR="$SAEVIT_CACHE/wheels/$KEY"
-  WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
-  if [ -z "$WHEEL" ]; then
+  MMCV_WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
+  if [ -z "$MMCV_WHEEL" ]; then
     bash "$REPO/tools/build_mmcv.sh" "$PY" "$MMCV_VERSION" "$WHEEL_DIR" \
       || fail "building mmcv $MMCV_VERSION from source failed (log above)"
-    WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n 1)"
+    MMCV_WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n 1)"
   else
-    say "reusing the cached mmcv wheel $WHEEL"
+    say "reusing the cached mmcv wheel $MMCV_WHEEL"
   fi
-  "${PIP[@]}" install -q --no-deps --force-reinstall "$WHEEL" || fail "pip could not install $WHEEL"
-  "${PIP[@]}" install -q addict "packaging" "pyyaml" "yapf" "opencv-python" "Pillow" \
-    || fail "pip could not install mmcv's dependencies"
 fi
 
 STEP="hosts"
-say "installing mmengine, mmpretrain, mmdet, mmsegmentation and saevit_mm (editable)"
-"${PIP[@]}" install -q -e "$REPO[all,tests]" || fail "pip could not install the hosts"
+say "installing mmcv, mmengine, mmpretrain, mmdet, mmsegmentation and saevit_mm (editable)"
+# one resolver run: the mmcv pin of requirements/mminstall.txt is met by the
+# local wheel, never by a build from PyPI's sdist
+"${PIP[@]}" install -q ${MMCV_WHEEL:+"$MMCV_WHEEL"} -e "$REPO[all,tests]" \
+  || fail "pip could not install the hosts"
 "${PIP[@]}" install -q "setuptools<82" || fail "pip could not pin setuptools<82"
 
 STEP="verify"
