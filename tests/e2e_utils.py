@@ -16,10 +16,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'configs'
 DEMO_CONFIGS = {
-    'cls': CONFIGS / 'demo' / 'saevit-t_1xb16-6e_demo-in1k-64px.py',
-    'retinanet': CONFIGS / 'demo' / 'retinanet_saevit-t_fpn_1xb2-8e_demo-coco.py',
-    'mask-rcnn': CONFIGS / 'demo' / 'mask-rcnn_saevit-t_fpn_1xb2-8e_demo-coco.py',
-    'fpn': CONFIGS / 'demo' / 'fpn_saevit-t_1xb4-400_demo-ade20k-128x128.py',
+    'cls':
+    CONFIGS / 'demo' / 'saevit-t_1xb16-6e_demo-in1k-64px.py',
+    'retinanet':
+    CONFIGS / 'demo' / 'retinanet_saevit-t_fpn_1xb2-8e_demo-coco.py',
+    'mask-rcnn':
+    CONFIGS / 'demo' / 'mask-rcnn_saevit-t_fpn_1xb2-8e_demo-coco.py',
+    'fpn':
+    CONFIGS / 'demo' / 'fpn_saevit-t_1xb4-400_demo-ade20k-128x128.py',
     'upernet':
     CONFIGS / 'demo' / 'upernet_saevit-t_1xb4-400_demo-ade20k-128x128.py',
 }
@@ -28,11 +32,15 @@ DEMO_CONFIGS = {
 TINY_OPTIONS: Dict[str, List[str]] = {
     'cls': [
         # two epochs of one batch: the recipe's warm-up ends after epoch 1
-        'train_cfg.max_epochs=2', 'train_dataloader.dataset.indices=8',
+        'train_cfg.max_epochs=2',
+        'train_dataloader.dataset.indices=8',
         'train_dataloader.batch_size=8',
-        'val_dataloader.batch_size=8', 'test_dataloader.batch_size=8',
-        'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
-        'test_dataloader.num_workers=0', 'default_hooks.logger.interval=1'
+        'val_dataloader.batch_size=8',
+        'test_dataloader.batch_size=8',
+        'train_dataloader.num_workers=0',
+        'val_dataloader.num_workers=0',
+        'test_dataloader.num_workers=0',
+        'default_hooks.logger.interval=1'
     ],
     'det': [
         'train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=2',
@@ -42,8 +50,7 @@ TINY_OPTIONS: Dict[str, List[str]] = {
         'val_dataloader.persistent_workers=False',
         'test_dataloader.num_workers=0',
         'test_dataloader.persistent_workers=False',
-        'test_dataloader.dataset.indices=2',
-        'default_hooks.logger.interval=1',
+        'test_dataloader.dataset.indices=2', 'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.interval=1'
     ],
     'seg': [
@@ -113,8 +120,8 @@ def run_tool(args: Sequence[str],
 
 def read_test_metrics(work_dir: Path) -> Dict[str, float]:
     """Metrics of the latest test run in ``work_dir`` (LoggerHook JSON)."""
-    runs = sorted(p for p in work_dir.iterdir() if p.is_dir()
-                  and (p / f'{p.name}.json').exists())
+    runs = sorted(p for p in work_dir.iterdir()
+                  if p.is_dir() and (p / f'{p.name}.json').exists())
     assert runs, f'no <timestamp>/<timestamp>.json in {work_dir}'
     latest = runs[-1]
     lines = (latest / f'{latest.name}.json').read_text().splitlines()
@@ -129,8 +136,10 @@ def assert_finite(metrics: Dict[str, float], keys: Sequence[str]) -> None:
         assert math.isfinite(value), f'{key}={value} is not finite'
 
 
-def train_demo(tmp_path_factory: pytest.TempPathFactory, name: str,
-               task: str, extra: Sequence[str] = ()) -> Path:
+def train_demo(tmp_path_factory: pytest.TempPathFactory,
+               name: str,
+               task: str,
+               extra: Sequence[str] = ()) -> Path:
     """Train ``DEMO_CONFIGS[name]`` for a handful of iterations through
     ``tools/train.py``, once per session; returns the work directory."""
     data_root = demo_data_root(tmp_path_factory)
@@ -140,7 +149,8 @@ def train_demo(tmp_path_factory: pytest.TempPathFactory, name: str,
         run_tool([
             'tools/train.py', DEMO_CONFIGS[name], '--work-dir', work_dir,
             '--cfg-options', *TINY_OPTIONS[task], *extra
-        ], data_root=data_root)
+        ],
+                 data_root=data_root)
         done.touch()
     return work_dir
 

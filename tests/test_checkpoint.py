@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from e2e_utils import CONFIGS, REPO, last_checkpoint, tool_env, train_demo
 from mmengine.config import Config
 
 from saevit_mm.models.utils.checkpoint import (BACKBONE_PREFIX,
@@ -15,15 +16,12 @@ from saevit_mm.models.utils.checkpoint import (BACKBONE_PREFIX,
                                                get_state_dict,
                                                is_backbone_checkpoint)
 
-from e2e_utils import CONFIGS, REPO, last_checkpoint, tool_env, train_demo
-
 
 def _classifier_state_dict():
     return {
         'backbone.stem.0.conv.weight': torch.randn(4, 3, 3, 3),
         'backbone.stages.0.blocks.0.norm.running_mean': torch.zeros(4),
-        'backbone.stages.0.blocks.0.norm.num_batches_tracked':
-        torch.tensor(3),
+        'backbone.stages.0.blocks.0.norm.num_batches_tracked': torch.tensor(3),
         'head.fc.weight': torch.randn(10, 4),
         'head.fc.bias': torch.randn(10),
     }
@@ -62,10 +60,7 @@ def test_conversion_is_idempotent_and_pure():
 
 
 def test_conversion_marks_ema_weights():
-    source = {
-        'state_dict': _classifier_state_dict(),
-        'ema_state_dict': {}
-    }
+    source = {'state_dict': _classifier_state_dict(), 'ema_state_dict': {}}
     assert convert_cls_to_backbone(source)['meta']['weights'] == 'ema'
 
 
@@ -93,8 +88,7 @@ def test_converted_file_is_tensors_only(tmp_path):
     loaded = torch.load(path, weights_only=True)
     assert set(loaded) == {'state_dict', 'meta'}
     assert all(k.startswith(BACKBONE_PREFIX) for k in loaded['state_dict'])
-    assert all(
-        isinstance(v, (str, int)) for v in loaded['meta'].values())
+    assert all(isinstance(v, (str, int)) for v in loaded['meta'].values())
 
 
 # ---------------------------------------------------------------------------
@@ -102,14 +96,26 @@ def test_converted_file_is_tensors_only(tmp_path):
 # segmentors built from configs/det and configs/seg.
 
 DENSE_T_CONFIGS = [
-    pytest.param('det/retinanet_saevit-t_fpn_8xb2-1x_coco.py', 'mmdet',
-                 marks=pytest.mark.det, id='retinanet'),
-    pytest.param('det/mask-rcnn_saevit-t_fpn_8xb2-1x_coco.py', 'mmdet',
-                 marks=pytest.mark.det, id='mask-rcnn'),
-    pytest.param('seg/fpn_saevit-t_4xb4-80k_ade20k-512x512.py', 'mmseg',
-                 marks=pytest.mark.seg, id='fpn'),
-    pytest.param('seg/upernet_saevit-t_8xb2-160k_ade20k-512x512.py', 'mmseg',
-                 marks=pytest.mark.seg, id='upernet'),
+    pytest.param(
+        'det/retinanet_saevit-t_fpn_8xb2-1x_coco.py',
+        'mmdet',
+        marks=pytest.mark.det,
+        id='retinanet'),
+    pytest.param(
+        'det/mask-rcnn_saevit-t_fpn_8xb2-1x_coco.py',
+        'mmdet',
+        marks=pytest.mark.det,
+        id='mask-rcnn'),
+    pytest.param(
+        'seg/fpn_saevit-t_4xb4-80k_ade20k-512x512.py',
+        'mmseg',
+        marks=pytest.mark.seg,
+        id='fpn'),
+    pytest.param(
+        'seg/upernet_saevit-t_8xb2-160k_ade20k-512x512.py',
+        'mmseg',
+        marks=pytest.mark.seg,
+        id='upernet'),
 ]
 
 
@@ -134,10 +140,14 @@ def cls_checkpoint(tmp_path_factory):
     proc = subprocess.run([
         sys.executable, 'tools/model_converters/cls_to_backbone.py', full,
         converted
-    ], cwd=REPO, env=tool_env(), capture_output=True, text=True)
+    ],
+                          cwd=REPO,
+                          env=tool_env(),
+                          capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cls_state = torch.load(full, map_location='cpu',
-                           weights_only=False)['state_dict']
+    cls_state = torch.load(
+        full, map_location='cpu', weights_only=False)['state_dict']
     return full, converted, cls_state
 
 
@@ -162,9 +172,9 @@ def test_classifier_weights_load_into_dense_backbone(cls_checkpoint, config,
                                                      scope, which):
     full, converted, cls_state = cls_checkpoint
     path = converted if which == 'converted' else full
-    model = _build(config, scope,
-                   dict(type='Pretrained', checkpoint=str(path),
-                        prefix='backbone.'))
+    model = _build(
+        config, scope,
+        dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     model.init_weights()
     backbone_state = model.backbone.state_dict()
     expected = {
@@ -183,7 +193,8 @@ def test_classifier_weights_load_into_dense_backbone(cls_checkpoint, config,
     unexpected = sorted(set(expected) - set(backbone_state))
     assert not missing and not unexpected, (missing, unexpected)
     different = [
-        k for k, v in expected.items() if not torch.equal(v, backbone_state[k])
+        k for k, v in expected.items()
+        if not torch.equal(v, backbone_state[k])
     ]
     assert not different, different[:5]
 
@@ -191,19 +202,20 @@ def test_classifier_weights_load_into_dense_backbone(cls_checkpoint, config,
 @pytest.mark.slow
 def test_wrong_prefix_fails_clearly(cls_checkpoint):
     _, converted, _ = cls_checkpoint
-    model = _build('seg/fpn_saevit-t_4xb4-80k_ade20k-512x512.py', 'mmseg',
-                   dict(type='Pretrained', checkpoint=str(converted),
-                        prefix='encoder.'))
-    with pytest.raises(AssertionError, match='encoder. is not in the '
-                       'pretrained model'):
+    model = _build(
+        'seg/fpn_saevit-t_4xb4-80k_ade20k-512x512.py', 'mmseg',
+        dict(type='Pretrained', checkpoint=str(converted), prefix='encoder.'))
+    with pytest.raises(
+            AssertionError, match='encoder. is not in the '
+            'pretrained model'):
         model.init_weights()
 
 
 def test_missing_file_fails_clearly(tmp_path):
     missing = tmp_path / 'no_such_backbone.pth'
-    model = _build('det/retinanet_saevit-t_fpn_8xb2-1x_coco.py', 'mmdet',
-                   dict(type='Pretrained', checkpoint=str(missing),
-                        prefix='backbone.'))
+    model = _build(
+        'det/retinanet_saevit-t_fpn_8xb2-1x_coco.py', 'mmdet',
+        dict(type='Pretrained', checkpoint=str(missing), prefix='backbone.'))
     with pytest.raises(FileNotFoundError, match='no_such_backbone.pth'):
         model.init_weights()
 
@@ -214,7 +226,11 @@ def test_converter_cli_reports_wrong_prefix(cls_checkpoint, tmp_path):
     proc = subprocess.run([
         sys.executable, 'tools/model_converters/cls_to_backbone.py', full,
         tmp_path / 'out.pth', '--prefix', 'encoder.'
-    ], cwd=REPO, env=tool_env(), capture_output=True, text=True)
+    ],
+                          cwd=REPO,
+                          env=tool_env(),
+                          capture_output=True,
+                          text=True)
     assert proc.returncode != 0
     assert "No tensor key starts with 'encoder.'" in proc.stderr
     assert not (tmp_path / 'out.pth').exists()

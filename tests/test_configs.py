@@ -1,11 +1,11 @@
 """Every shipped config loads, builds its model and runs a forward pass."""
+import re
 from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
-
 from e2e_utils import CONFIGS
+from mmengine.config import Config
 
 ALL_CONFIGS = sorted(CONFIGS.glob('*/*.py'))
 HOSTS = dict(mmpretrain='cls', mmdet='det', mmseg='seg')
@@ -92,3 +92,106 @@ def test_config_builds_and_predicts(path, scope):
     else:
         assert pred.pred_sem_seg.data.shape == (1, height, width)
         assert torch.isfinite(pred.seg_logits.data).all()
+
+
+@pytest.mark.parametrize('task', ['cls', 'det', 'seg'])
+def test_every_config_has_a_metafile_entry_and_readme_row(task):
+    yaml = pytest.importorskip('yaml')
+    folder = CONFIGS / task
+    meta = yaml.safe_load((folder / 'metafile.yml').read_text())
+    listed = {model['Config'] for model in meta['Models']}
+    shipped = {f'configs/{task}/{p.name}' for p in folder.glob('*.py')}
+    assert listed == shipped
+    assert all(model['Name'] == Path(model['Config']).stem
+               for model in meta['Models'])
+    # the truth about weights: none exist, so none is listed
+    assert not any('Weights' in model or model.get('Results')
+                   for model in meta['Models'])
+    readme = (folder / 'README.md').read_text()
+    assert all(f'(./{Path(cfg).name})' in readme for cfg in shipped)
+
+
+DENSE_T = [
+    'det/retinanet_saevit-t_fpn_8xb2-1x_coco.py',
+    'det/mask-rcnn_saevit-t_fpn_8xb2-1x_coco.py',
+    'seg/fpn_saevit-t_4xb4-80k_ade20k-512x512.py',
+    'seg/upernet_saevit-t_8xb2-160k_ade20k-512x512.py',
+]
+
+
+@pytest.mark.parametrize('config', DENSE_T, ids=lambda c: Path(c).stem)
+def test_backbone_checkpoint_variable_sets_pretrained_init(config, tmp_path):
+    t_file = CONFIGS / config
+    s_file = t_file.with_name(t_file.name.replace('saevit-t', 'saevit-s'))
+    assert Config.fromfile(str(t_file)).model.backbone.init_cfg is None
+    for path, ckpt in ((t_file, 't.pth'), (s_file, 's.pth')):
+        text = path.read_text()
+        assert text.count('backbone_checkpoint = None') == 1
+        (tmp_path / path.name).write_text(
+            text.replace('backbone_checkpoint = None',
+                         f'backbone_checkpoint = {ckpt!r}'))
+    s_cfg = Config.fromfile(str(tmp_path / s_file.name))
+    # the -s config sets its own weights, over those of the -t config
+    assert s_cfg.model.backbone.init_cfg == dict(
+        type='Pretrained', checkpoint='s.pth', prefix='backbone.')
+    assert s_cfg.model.backbone.arch == 's'
+
+
+def test_child_config_from_the_readme_sets_pretrained_init(tmp_path):
+    child = tmp_path / 'child.py'
+    child.write_text(
+        f"_base_ = {str(CONFIGS / DENSE_T[3])!r}\n"
+        "model = dict(backbone=dict(init_cfg=dict(\n"
+        "    _delete_=True, type='Pretrained', prefix='backbone.',\n"
+        "    checkpoint='checkpoints/saevit-t_in1k_backbone.pth')))\n")
+    assert Config.fromfile(str(child)).model.backbone.init_cfg == dict(
+        type='Pretrained',
+        prefix='backbone.',
+        checkpoint='checkpoints/saevit-t_in1k_backbone.pth')
+
+
+def _flatten(node, prefix=''):
+    """``{'a.b.0.c': leaf}`` for a config; ``_scope_`` markers dropped."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key != '_scope_':
+                yield from _flatten(value, f'{prefix}{key}.')
+    elif isinstance(node, list) and node and isinstance(node[0], dict):
+        for i, value in enumerate(node):
+            yield from _flatten(value, f'{prefix}{i}.')
+    else:
+        yield prefix[:-1], node
+
+
+# What a demo config may change in the real config it inherits: the data
+# (root, classes; the mmseg dataset class, since ADE20KDataset accepts only
+# ADE20K class names), the image scale, the schedule, and SyncBN -> BN.
+DEMO_MAY_CHANGE = [
+    r'data_root$', r'metainfo\.', r'num_classes$', r'ann_file$',
+    r'dataset\.(type|img_suffix|seg_map_suffix|reduce_zero_label)$',
+    r'\.scale$', r'crop_size$', r'data_preprocessor\.size$', r'^train_cfg\.',
+    r'^param_scheduler\.', r'^custom_hooks\.0\.momentum$',
+    r'^default_hooks\.(logger|checkpoint)\.', r'batch_size$', r'num_workers$',
+    r'norm_cfg\.type$',
+    r'^(demo_\w+|data_root|num_classes|crop_size|norm_cfg|max_epochs|'
+    r'max_iters)(\.|$)'
+]
+
+
+@pytest.mark.parametrize(
+    'path', sorted((CONFIGS / 'demo').glob('*.py')), ids=lambda p: p.stem)
+def test_demo_changes_only_data_scale_schedule_and_norm(path):
+    demo = Config.fromfile(str(path))
+    base_name = re.search(r"_base_ = '\.\./(.*?)'", path.read_text())[1]
+    real = Config.fromfile(str(CONFIGS / base_name))
+    demo_flat = dict(_flatten(demo.to_dict()))
+    real_flat = dict(_flatten(real.to_dict()))
+    changed = sorted(key for key in demo_flat.keys() | real_flat.keys()
+                     if demo_flat.get(key) != real_flat.get(key))
+    assert changed, 'a demo config must change the data root at least'
+    unexpected = [
+        key for key in changed
+        if not any(re.search(rule, key) for rule in DEMO_MAY_CHANGE)
+    ]
+    assert not unexpected, unexpected
+    assert demo.model.backbone.arch == real.model.backbone.arch

@@ -149,7 +149,9 @@ def test_rerun_skips_and_new_params_regenerate(tmp_path):
     make_demo_data(tmp_path, seed=3, tasks=['cls'], spec=bigger)
     lines = (root / 'meta' / 'train.txt').read_text().splitlines()
     assert len(lines) == 2 * len(CLS_CLASSES)
-    assert read_manifest(root)['params']['spec']['train'] == 2
+    params = read_manifest(root)['params']
+    assert params['spec']['train'] == 2 and params['seed'] == 3
+    assert params['code'] == generator_digest()  # code edits regenerate
     assert not list(tmp_path.glob('.*partial*'))
 
 

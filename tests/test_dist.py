@@ -1,14 +1,19 @@
 """CPU distributed set-up (saevit_mm.engine.dist) and tools/dist_train.sh."""
 import re
+import sys
 
 import pytest
+from e2e_utils import DEMO_CONFIGS, TINY_OPTIONS, demo_data_root, run_tool
 from mmengine.config import Config
 
 from saevit_mm.engine.dist import (launcher_env, revert_sync_bn_cfg,
                                    setup_distributed)
 
 TORCHRUN_ENV = dict(
-    RANK='1', LOCAL_RANK='1', WORLD_SIZE='2', MASTER_ADDR='10.0.0.1',
+    RANK='1',
+    LOCAL_RANK='1',
+    WORLD_SIZE='2',
+    MASTER_ADDR='10.0.0.1',
     MASTER_PORT='29501')
 
 
@@ -20,20 +25,35 @@ def test_launcher_env_pytorch_reads_torchrun_variables():
 def test_launcher_env_slurm_maps_slurm_variables():
     env = launcher_env(
         'slurm',
-        dict(SLURM_PROCID='3', SLURM_NTASKS='4', SLURM_LOCALID='1',
-             SLURM_NODELIST='node[1-2]', MASTER_ADDR='node1'))
-    assert env == dict(RANK='3', WORLD_SIZE='4', LOCAL_RANK='1',
-                       MASTER_ADDR='node1', MASTER_PORT='29500')
+        dict(
+            SLURM_PROCID='3',
+            SLURM_NTASKS='4',
+            SLURM_LOCALID='1',
+            SLURM_NODELIST='node[1-2]',
+            MASTER_ADDR='node1'))
+    assert env == dict(
+        RANK='3',
+        WORLD_SIZE='4',
+        LOCAL_RANK='1',
+        MASTER_ADDR='node1',
+        MASTER_PORT='29500')
 
 
 def test_launcher_env_mpi_maps_open_mpi_variables():
     env = launcher_env(
         'mpi',
-        dict(OMPI_COMM_WORLD_RANK='2', OMPI_COMM_WORLD_SIZE='4',
-             OMPI_COMM_WORLD_LOCAL_RANK='0', MASTER_ADDR='host',
-             MASTER_PORT='1234'))
-    assert env == dict(RANK='2', WORLD_SIZE='4', LOCAL_RANK='0',
-                       MASTER_ADDR='host', MASTER_PORT='1234')
+        dict(
+            OMPI_COMM_WORLD_RANK='2',
+            OMPI_COMM_WORLD_SIZE='4',
+            OMPI_COMM_WORLD_LOCAL_RANK='0',
+            MASTER_ADDR='host',
+            MASTER_PORT='1234'))
+    assert env == dict(
+        RANK='2',
+        WORLD_SIZE='4',
+        LOCAL_RANK='0',
+        MASTER_ADDR='host',
+        MASTER_PORT='1234')
 
 
 @pytest.mark.parametrize('launcher', ['pytorch', 'slurm', 'mpi'])
@@ -50,11 +70,12 @@ def test_launcher_env_rejects_unknown_launcher():
 def test_revert_sync_bn_cfg_keeps_other_keys():
     model = dict(
         backbone=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)),
-        heads=[dict(norm_cfg=dict(type='MMSyncBN', eps=1e-3)),
-               dict(norm_cfg=dict(type='GN', num_groups=4))])
+        heads=[
+            dict(norm_cfg=dict(type='MMSyncBN', eps=1e-3)),
+            dict(norm_cfg=dict(type='GN', num_groups=4))
+        ])
     assert revert_sync_bn_cfg(model) == 2
-    assert model['backbone']['norm_cfg'] == dict(type='BN',
-                                                 requires_grad=True)
+    assert model['backbone']['norm_cfg'] == dict(type='BN', requires_grad=True)
     assert model['heads'][0]['norm_cfg'] == dict(type='BN', eps=1e-3)
     assert model['heads'][1]['norm_cfg']['type'] == 'GN'
     assert revert_sync_bn_cfg(model) == 0
@@ -75,11 +96,6 @@ def test_setup_distributed_rejects_unknown_launcher():
 @pytest.mark.slow
 def test_dist_train_two_cpu_processes(tmp_path_factory, tmp_path):
     """tools/dist_train.sh CONFIG 2 on CPU: gloo, SyncBN reverted, DDP."""
-    import sys
-
-    from e2e_utils import DEMO_CONFIGS, TINY_OPTIONS, demo_data_root
-    from e2e_utils import run_tool
-
     data_root = demo_data_root(tmp_path_factory)
     work_dir = tmp_path / 'work'
     # SyncBN everywhere, as in the real configs: must be reverted on CPU.
@@ -88,15 +104,17 @@ def test_dist_train_two_cpu_processes(tmp_path_factory, tmp_path):
         'model.decode_head.norm_cfg.type=SyncBN',
         'randomness.seed=0',
     ]
-    proc = run_tool(
-        ['bash', 'tools/dist_train.sh', DEMO_CONFIGS['fpn'], '2',
-         '--work-dir', work_dir, '--cfg-options', *options],
-        data_root=data_root,
-        python=False,
-        timeout=900,
-        env_extra=dict(PYTHON=sys.executable, PORT='29511'))
-    ranks = set(re.findall(r'CPU distributed run: backend=gloo, rank (\d)/2',
-                           proc.stdout))
+    proc = run_tool([
+        'bash', 'tools/dist_train.sh', DEMO_CONFIGS['fpn'], '2', '--work-dir',
+        work_dir, '--cfg-options', *options
+    ],
+                    data_root=data_root,
+                    python=False,
+                    timeout=900,
+                    env_extra=dict(PYTHON=sys.executable, PORT='29511'))
+    ranks = set(
+        re.findall(r'CPU distributed run: backend=gloo, rank (\d)/2',
+                   proc.stdout))
     assert ranks == {'0', '1'}, proc.stdout[-3000:]
     assert (work_dir / 'iter_2.pth').exists()
     assert re.search(r'Iter\(train\) \[2/2\]', proc.stdout)

@@ -1,17 +1,18 @@
 """tools/train.py and tools/test.py for the three hosts, and their shared
 command-line plumbing (saevit_mm.engine.cli)."""
 import argparse
+import shutil
+from pathlib import Path
 
 import pytest
+from e2e_utils import (CONFIGS, DEMO_CONFIGS, TINY_OPTIONS, assert_finite,
+                       demo_data_root, last_checkpoint, read_test_metrics,
+                       run_tool, train_demo)
 from mmengine.config import Config
 
 from saevit_mm.engine.cli import (VISUALIZATION_HOOKS, apply_train_args,
                                   enable_visualization, load_config,
                                   test_parser, train_parser)
-
-from e2e_utils import (CONFIGS, DEMO_CONFIGS, TINY_OPTIONS, assert_finite,
-                       demo_data_root, last_checkpoint, read_test_metrics,
-                       run_tool, train_demo)
 
 CLS_CONFIG = str(CONFIGS / 'cls' / 'saevit-t_8xb128-coslr-300e_in1k.py')
 
@@ -76,16 +77,25 @@ def test_train_py_amp_on_cpu_exits_with_usage_error():
 @pytest.mark.parametrize('scope', sorted(VISUALIZATION_HOOKS))
 def test_show_dir_enables_the_hosts_hook(scope, tmp_path):
     cfg = Config(
-        dict(default_scope=scope, default_hooks=dict(), visualizer=dict()))
-    enable_visualization(cfg, show_dir=str(tmp_path))
+        dict(
+            default_scope=scope,
+            default_hooks=dict(),
+            visualizer=dict(),
+            work_dir=str(tmp_path)))
+    enable_visualization(cfg, show_dir='painted')
     hook = cfg.default_hooks.visualization
     assert hook.type == VISUALIZATION_HOOKS[scope]
     saved_to = dict(
         mmpretrain=hook.get('out_dir'),
         mmdet=hook.get('test_out_dir'),
         mmseg=cfg.visualizer.get('save_dir'))[scope]
-    assert saved_to == str(tmp_path)
+    assert saved_to == str(tmp_path / 'painted')  # under the work dir
     assert hook.get('enable', hook.get('draw')) is True
+    enable_visualization(cfg, show_dir=str(tmp_path / 'abs'))
+    assert str(tmp_path /
+               'abs') in (cfg.default_hooks.visualization.get('out_dir'),
+                          cfg.default_hooks.visualization.get('test_out_dir'),
+                          cfg.visualizer.get('save_dir'))
 
 
 def test_show_dir_rejects_unknown_scope():
@@ -103,17 +113,30 @@ def test_test_parser_requires_checkpoint():
 # demo data; the host's real metric must be present and finite.
 
 E2E = [
-    pytest.param('cls', 'cls', ['accuracy/top1', 'accuracy/top5'], [],
-                 marks=pytest.mark.cls, id='mmpretrain-cls'),
-    pytest.param('retinanet', 'det', ['coco/bbox_mAP', 'coco/bbox_mAP_50'],
-                 ['model.test_cfg.score_thr=0.0'],
-                 marks=pytest.mark.det, id='mmdet-retinanet'),
-    pytest.param('mask-rcnn', 'det', ['coco/bbox_mAP', 'coco/segm_mAP'],
-                 ['model.test_cfg.rcnn.score_thr=0.0',
-                  'model.test_cfg.rcnn.max_per_img=20'],
-                 marks=pytest.mark.det, id='mmdet-mask-rcnn'),
-    pytest.param('fpn', 'seg', ['mIoU', 'aAcc'], [],
-                 marks=pytest.mark.seg, id='mmseg-fpn'),
+    pytest.param(
+        'cls',
+        'cls', ['accuracy/top1', 'accuracy/top5'], [],
+        marks=pytest.mark.cls,
+        id='mmpretrain-cls'),
+    pytest.param(
+        'retinanet',
+        'det', ['coco/bbox_mAP', 'coco/bbox_mAP_50'],
+        ['model.test_cfg.score_thr=0.0'],
+        marks=pytest.mark.det,
+        id='mmdet-retinanet'),
+    pytest.param(
+        'mask-rcnn',
+        'det', ['coco/bbox_mAP', 'coco/segm_mAP'], [
+            'model.test_cfg.rcnn.score_thr=0.0',
+            'model.test_cfg.rcnn.max_per_img=20'
+        ],
+        marks=pytest.mark.det,
+        id='mmdet-mask-rcnn'),
+    pytest.param(
+        'fpn',
+        'seg', ['mIoU', 'aAcc'], [],
+        marks=pytest.mark.seg,
+        id='mmseg-fpn'),
 ]
 
 
@@ -126,12 +149,51 @@ def test_train_then_test(tmp_path_factory, tmp_path, name, task, metric_keys,
     data_root = demo_data_root(tmp_path_factory)
     checkpoint = last_checkpoint(train_demo(tmp_path_factory, name, task))
     work_dir = tmp_path / 'test'
-    show_dir = tmp_path / 'vis'
+    show_dir = work_dir / 'painted'
     run_tool([
         'tools/test.py', DEMO_CONFIGS[name], checkpoint, '--work-dir',
-        work_dir, '--show-dir', show_dir, '--cfg-options',
+        work_dir, '--show-dir', 'painted', '--cfg-options',
         *TINY_OPTIONS[task], *test_options
-    ], data_root=data_root)
+    ],
+             data_root=data_root)
     assert_finite(read_test_metrics(work_dir), metric_keys)
     painted = [p for p in show_dir.rglob('*') if p.suffix in ('.png', '.jpg')]
     assert painted, f'--show-dir {show_dir} received no image'
+
+
+@pytest.mark.slow
+@pytest.mark.seg
+def test_hosts_own_train_py_runs_our_config(tmp_path_factory, tmp_path):
+    """mmseg's packaged tools/train.py (what ``mim train mmseg`` runs)."""
+    mmseg = pytest.importorskip('mmseg')
+    pytest.importorskip('mmseg.models')
+    host_train = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'train.py'
+    if not host_train.exists():
+        pytest.skip(f'{host_train} is not installed')
+    work_dir = tmp_path / 'work'
+    run_tool([
+        host_train, DEMO_CONFIGS['fpn'], '--work-dir', work_dir,
+        '--cfg-options', *TINY_OPTIONS['seg']
+    ],
+             data_root=demo_data_root(tmp_path_factory))
+    assert (work_dir / 'iter_2.pth').exists()
+
+
+@pytest.mark.slow
+@pytest.mark.seg
+def test_resume_continues_from_the_latest_checkpoint(tmp_path_factory,
+                                                     tmp_path):
+    pytest.importorskip('mmseg.models')
+    trained = train_demo(tmp_path_factory, 'fpn', 'seg')
+    work_dir = tmp_path / 'work'
+    shutil.copytree(trained, work_dir)
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_2.pth'))
+    options = [o for o in TINY_OPTIONS['seg'] if 'max_iters' not in o]
+    proc = run_tool([
+        'tools/train.py', DEMO_CONFIGS['fpn'], '--work-dir', work_dir,
+        '--resume', '--cfg-options', 'train_cfg.max_iters=3', *options
+    ],
+                    data_root=demo_data_root(tmp_path_factory))
+    assert 'resumed epoch: 0, iter: 2' in proc.stdout
+    assert 'Iter(train) [3/3]' in proc.stdout
+    assert (work_dir / 'iter_3.pth').exists()

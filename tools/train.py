@@ -6,8 +6,8 @@ The config's ``default_scope`` selects the host. Examples::
     python tools/train.py CONFIG --resume            # latest in work_dir
     bash tools/dist_train.sh CONFIG 2                 # torchrun, CPU or GPU
 """
-from saevit_mm.engine.cli import (apply_train_args, build_runner,
-                                  load_config, train_parser)
+from saevit_mm.engine.cli import (apply_train_args, build_runner, load_config,
+                                  train_parser)
 
 
 def main() -> None:

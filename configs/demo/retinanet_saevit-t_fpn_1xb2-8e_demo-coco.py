@@ -24,8 +24,7 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     dataset=dict(
-        data_root=data_root, metainfo=demo_metainfo,
-        pipeline=train_pipeline))
+        data_root=data_root, metainfo=demo_metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
     dataset=dict(
         data_root=data_root, metainfo=demo_metainfo, pipeline=test_pipeline))

@@ -27,8 +27,7 @@ train_dataloader = dict(
     batch_size=16,
     num_workers=2,
     dataset=dict(
-        data_root=data_root, metainfo=demo_metainfo,
-        pipeline=train_pipeline))
+        data_root=data_root, metainfo=demo_metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=16,
     num_workers=2,

@@ -34,8 +34,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(norm_decay_mult=0.0))
 param_scheduler = [
     dict(
-        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-        end=1500),
+        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(
         type='PolyLR',
         power=1.0,

@@ -9,9 +9,14 @@ same width and head count). The input is the stage-1 map of an
 
 Peak memory:
 
-* CPU: every point runs in a fresh spawned process, and the peak is the rise
-  of ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` over the first forward
-  pass (tracemalloc does not see torch's allocator). A process that the OOM
+* CPU: every point runs in a fresh interpreter (so a point that exhausts
+  memory kills only itself). ``peak_mib`` is the peak of the bytes held by
+  torch's CPU allocator during one forward pass, from ``torch.profiler``
+  memory events (tracemalloc does not see torch's allocator);
+  ``rss_rise_mib`` is the rise of the resident set over the first pass
+  (``VmHWM`` reset through ``/proc/self/clear_refs`` minus ``VmRSS``
+  before; ``ru_maxrss`` where that is unavailable), which also shows
+  one-time buffers and allocator caching. A process that the OOM
   killer ends is reported as such instead of taking the benchmark down.
 * GPU: ``torch.cuda.max_memory_allocated`` over the first forward pass, minus
   what was allocated before.
@@ -21,11 +26,12 @@ extrapolated quadratically from the previous measured size, exceeds the
 budget. The growth exponent ``k`` of ``time ~ tokens**k`` is a least-squares
 fit in log-log space over the measured sizes.
 """
+import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
+import signal
+import subprocess
+import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -77,10 +83,68 @@ def build_stage1_attention(kind: str,
     return layer, backbone.arch_settings['embed_dims'][0]
 
 
-def _peak_rss_bytes() -> int:
+def _status_bytes(field: str) -> Optional[int]:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
+    try:
+        with open('/proc/self/status') as file:
+            for line in file:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (``VmHWM``); Linux >= 4.0 only."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as file:
+            file.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def _rss_rise_of(fn: Callable[[], object]) -> int:
+    """Bytes by which ``fn()`` raises the resident set above its start.
+
+    Uses ``VmHWM`` after resetting it (so set-up allocations do not hide
+    the peak); falls back to the rise of ``ru_maxrss`` elsewhere.
+    """
     import resource
+    if _reset_peak_rss():
+        before = _status_bytes('VmRSS') or 0
+        fn()
+        return max(0, (_status_bytes('VmHWM') or 0) - before)
     # Linux reports ru_maxrss in KiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+
+
+def _allocator_peak_of(fn: Callable[[], object]) -> int:
+    """Peak of the bytes torch's CPU allocator holds during ``fn()``,
+    above what it held before (from ``torch.profiler`` memory events).
+
+    An op's own allocations count from its start, its own frees from its
+    end, so the peak is never underestimated by intra-op reuse.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        fn()
+    timeline = []
+    for event in prof.events():
+        delta = event.self_cpu_memory_usage
+        if delta > 0:
+            timeline.append((event.time_range.start, delta))
+        elif delta < 0:
+            timeline.append((event.time_range.end, delta))
+    current = peak = 0
+    for _, delta in sorted(timeline, key=lambda item: item[0]):
+        current += delta
+        peak = max(peak, current)
+    return peak
 
 
 def measure_point(kind: str, arch: str, size: int, device: str,
@@ -96,7 +160,9 @@ def measure_point(kind: str, arch: str, size: int, device: str,
         threads: ``torch.set_num_threads`` value (CPU).
 
     Returns:
-        ``ms`` (median over ``iters`` single-call timings) and ``peak_mib``.
+        ``ms`` (median over ``iters`` single-call timings), ``peak_mib``
+        (peak of torch's allocator above its start) and, on CPU,
+        ``rss_rise_mib`` (rise of the resident set over the first pass).
     """
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -104,11 +170,11 @@ def measure_point(kind: str, arch: str, size: int, device: str,
     layer = layer.to(dev)
     side = max(1, size // 4)
     x = torch.randn(1, channels, side, side, device=dev)
+    extra = {}
     with torch.no_grad():
         if dev.type == 'cpu':
-            before = _peak_rss_bytes()
-            layer(x)
-            peak = _peak_rss_bytes() - before
+            extra['rss_rise_mib'] = _rss_rise_of(lambda: layer(x)) / 2**20
+            peak = _allocator_peak_of(lambda: layer(x))
         else:
             torch.accelerator.synchronize(dev)
             base = torch.accelerator.memory_allocated(dev)
@@ -116,22 +182,39 @@ def measure_point(kind: str, arch: str, size: int, device: str,
             layer(x)
             torch.accelerator.synchronize(dev)
             peak = torch.accelerator.max_memory_allocated(dev) - base
+        # the memory pass was the warm-up
         times = sorted(
-            time_per_call(lambda: layer(x), dev, iters=1, warmup=int(i == 0))
-            for i in range(iters))
-    return dict(ms=1e3 * times[len(times) // 2], peak_mib=peak / 2**20)
+            time_per_call(lambda: layer(x), dev, iters=1, warmup=0)
+            for _ in range(iters))
+    return dict(ms=1e3 * times[len(times) // 2], peak_mib=peak / 2**20,
+                **extra)
 
 
-def _spawned(kind: str, arch: str, size: int, device: str, iters: int,
-             threads: int) -> Dict[str, float]:
-    """Run :func:`measure_point` in a fresh process (CPU memory needs it)."""
-    ctx = get_context('spawn')
-    try:
-        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            return pool.submit(measure_point, kind, arch, size, device,
-                               iters, threads).result()
-    except BrokenProcessPool:
-        return dict(error='worker process died (out of memory?)')
+def _in_subprocess(kind: str, arch: str, size: int, device: str, iters: int,
+                   threads: int) -> Dict[str, object]:
+    """Run :func:`measure_point` in a fresh interpreter (CPU peak memory).
+
+    A fresh ``python -m`` process (not ``multiprocessing``) does not
+    re-import the caller's ``__main__`` and starts with a clean allocator.
+    """
+    package_root = os.path.dirname(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (package_root, env.get('PYTHONPATH')) if p)
+    cmd = [
+        sys.executable, '-m', __name__, kind, arch,
+        str(size), device,
+        str(iters),
+        str(threads)
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        if proc.returncode == -signal.SIGKILL:
+            return dict(error='killed (SIGKILL: out of memory?)')
+        tail = proc.stderr.strip().splitlines()[-1:] or ['']
+        return dict(error=f'exit code {proc.returncode}: {tail[0]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def fit_exponent(xs: Sequence[float],
@@ -209,7 +292,8 @@ def run_attention_scaling(
             else:
                 args = (kind, arch, size, device, iters, threads)
                 try:
-                    res = _spawned(*args) if on_cpu else measure_point(*args)
+                    res = (_in_subprocess(*args)
+                           if on_cpu else measure_point(*args))
                 except torch.OutOfMemoryError:
                     res = dict(error='out of memory')
                 point[kind] = res
@@ -240,6 +324,21 @@ def run_attention_scaling(
         points=points,
         fit=fit,
         labels=LABELS,
-        memory_method=('ru_maxrss rise over the first forward, one spawned '
-                       'process per point' if on_cpu else
+        memory_method=('peak_mib: torch.profiler allocator peak of one '
+                       'forward; rss_rise_mib: rise of VmHWM over the first '
+                       'forward; one fresh process per point' if on_cpu else
                        'max_memory_allocated rise over the first forward'))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``python -m saevit_mm.benchmark.attention_scaling KIND ARCH SIZE
+    DEVICE ITERS THREADS``: print one :func:`measure_point` result as JSON.
+    """
+    kind, arch, size, device, iters, threads = (argv or sys.argv[1:])[:6]
+    result = measure_point(kind, arch, int(size), device, int(iters),
+                           int(threads))
+    print(json.dumps(result))
+
+
+if __name__ == '__main__':
+    main()

@@ -145,7 +145,8 @@ def plot_chart(result: Dict[str, object], path: PathLike) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (ax0, ax1, ax2) = plt.subplots(
+        1, 3, figsize=(18, 5), gridspec_kw=dict(width_ratios=[1.3, 1, 1]))
     for model in result['models']:  # type: ignore
         thr = model.get('throughput')
         if 'error' in model or not thr or model.get('gflops') is None:
@@ -173,27 +174,34 @@ def plot_chart(result: Dict[str, object], path: PathLike) -> None:
 
     attn = result.get('attention')
     if attn:
-        for kind, style in (('saa', 'tab:red'), ('full', 'tab:gray')):
-            pts = [(p['size'], p[kind]['ms']) for p in attn['points']
-                   if 'ms' in p[kind]]
-            if not pts:
-                continue
-            fit = attn['fit'].get(kind, {})
-            exp = fit.get('time_exponent')
-            label = attn['labels'][kind] + (
-                f' (time ~ tokens^{exp:.2f})' if exp is not None else '')
-            ax1.plot(*zip(*pts), marker='o', color=style, label=label)
-        ax1.set_xscale('log', base=2)
-        ax1.set_yscale('log')
         sizes = [p['size'] for p in attn['points']]
-        ax1.set_xticks(sizes, [f'{s}²' for s in sizes])
-        ax1.set_xlabel('input image size (stage-1 map is 1/4 of it)')
-        ax1.set_ylabel('ms per forward, batch 1')
-        ax1.set_title('One stage-1 attention layer')
-        ax1.legend(fontsize=8)
-        ax1.grid(alpha=0.3, which='both')
+        panels = ((ax1, 'ms', 'time_exponent', 'ms per forward, batch 1',
+                   'time'), (ax2, 'peak_mib', 'memory_exponent',
+                             'peak MiB (torch allocator), batch 1',
+                             'memory'))
+        for ax, key, exp_key, ylabel, what in panels:
+            for kind, color in (('saa', 'tab:red'), ('full', 'tab:gray')):
+                pts = [(p['size'], p[kind][key]) for p in attn['points']
+                       if p[kind].get(key, 0) > 0]
+                if not pts:
+                    continue
+                exp = attn['fit'].get(kind, {}).get(exp_key)
+                label = attn['labels'][kind] + (
+                    f' ({what} ~ tokens^{exp:.2f})' if exp is not None
+                    else '')
+                ax.plot(*zip(*pts), marker='o', color=color, label=label)
+            ax.set_xscale('log', base=2)
+            ax.set_yscale('log')
+            ax.set_xticks(sizes, [f'{s}²' for s in sizes])
+            ax.minorticks_off()
+            ax.set_xlabel('input image size (stage-1 map is 1/4 of it)')
+            ax.set_ylabel(ylabel)
+            ax.set_title(f'One stage-1 attention layer: {what}')
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3, which='both')
     else:
         ax1.set_axis_off()
+        ax2.set_axis_off()
     meta = result['machine']
     fig.suptitle(f'saevit_mm benchmark: {meta["cpu"]}, '
                  f'{meta["threads"]} threads, torch {meta["torch"]}',

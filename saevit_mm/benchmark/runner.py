@@ -47,6 +47,9 @@ class BenchmarkSettings:
             ``compile``).
         deploy_models: Models that get the deploy variants.
         threads: ``torch.set_num_threads`` (``None``: leave torch's default).
+        channels_last: Run every model and input in ``channels_last``
+            memory format (the same for all models). Defaults to False: the
+            layout each implementation uses by itself.
     """
 
     device: str = 'cpu'
@@ -66,6 +69,7 @@ class BenchmarkSettings:
     deploy: Tuple[str, ...] = ('fuse', 'onnx', 'compile')
     deploy_models: Tuple[str, ...] = ('SAEViT-t', )
     threads: Optional[int] = None
+    channels_last: bool = False
 
 
 PRESETS: Dict[str, BenchmarkSettings] = {
@@ -211,6 +215,9 @@ def run_benchmark(settings: BenchmarkSettings,
             'interleaved repeats; spread = [low, high] and IQR.',
             'matmul rate counts 2*n^3 FLOP per n x n matmul; FLOP '
             'utilisation = 2 * MACs * img/s / matmul rate.',
+            'memory format: ' + ('channels_last for every model and input'
+                                 if settings.channels_last else
+                                 'each implementation\'s own (NCHW input)'),
         ])
 
     # 1. build, count parameters and FLOPs --------------------------------
@@ -227,15 +234,21 @@ def run_benchmark(settings: BenchmarkSettings,
                 row['gflops'] = None
                 row['gflops'] = count_flops(
                     model, (1, 3, settings.img_size, settings.img_size)) / 1e9
-                models[spec.name] = model.to(device)
+                model.to(device)
+                if settings.channels_last:
+                    model.to(memory_format=torch.channels_last)
+                models[spec.name] = model
             except Exception as exc:  # noqa: BLE001 (reported in the row)
                 row['error'] = f'{type(exc).__name__}: {exc}'.split('\n')[0]
             rows[spec.name] = row
             step()
 
+    layout = (torch.channels_last
+              if settings.channels_last else torch.contiguous_format)
     x_thr = torch.randn(settings.batch_size, 3, settings.img_size,
-                        settings.img_size, device=device)
-    x_lat = x_thr[:1].contiguous()
+                        settings.img_size, device=device).contiguous(
+                            memory_format=layout)
+    x_lat = x_thr[:1].contiguous(memory_format=layout)
 
     # 2. deploy variants ---------------------------------------------------
     variants = []
@@ -297,7 +310,8 @@ def run_benchmark(settings: BenchmarkSettings,
     big_tasks = {}
     for name, model in models.items():
         for h, w in settings.backbone_sizes:
-            xb = torch.randn(1, 3, h, w, device=device)
+            xb = torch.randn(1, 3, h, w, device=device).contiguous(
+                memory_format=layout)
             big_tasks[(name, f'{h}x{w}')] = _forward_task(
                 model.backbone, xb, device, settings.backbone_iters,
                 lambda s: 1e3 * s)

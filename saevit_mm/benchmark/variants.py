@@ -55,7 +55,8 @@ def _fused(model: nn.Module, name: str, x: torch.Tensor) -> Variant:
 
 
 def _compiled(model: nn.Module, name: str, x: torch.Tensor) -> Variant:
-    compiled = torch.compile(copy.deepcopy(model))
+    # static shapes: one graph per batch size, no dynamic-shape guards
+    compiled = torch.compile(copy.deepcopy(model), dynamic=False)
     start = time.perf_counter()
     with torch.no_grad():
         out = compiled(x)

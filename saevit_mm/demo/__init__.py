@@ -8,7 +8,7 @@ polygons and label maps are read off the rendered pixels.
 
 Command line: ``python tools/misc/make_demo_data.py --out data/demo``.
 """
-from .generate import (GENERATOR_VERSION, MANIFEST, TASKS, is_up_to_date,
+from .generate import (MANIFEST, TASKS, generator_digest, is_up_to_date,
                        make_demo_data, read_manifest)
 from .spec import (CLS_CLASSES, DET_CLASSES, SEG_CLASSES, SEG_STUFF_CLASSES,
                    DemoDataSpec, SplitSpec, metainfo, palette)
@@ -16,6 +16,5 @@ from .spec import (CLS_CLASSES, DET_CLASSES, SEG_CLASSES, SEG_STUFF_CLASSES,
 __all__ = [
     'make_demo_data', 'is_up_to_date', 'read_manifest', 'DemoDataSpec',
     'SplitSpec', 'metainfo', 'palette', 'CLS_CLASSES', 'DET_CLASSES',
-    'SEG_CLASSES', 'SEG_STUFF_CLASSES', 'TASKS', 'MANIFEST',
-    'GENERATOR_VERSION'
+    'SEG_CLASSES', 'SEG_STUFF_CLASSES', 'TASKS', 'MANIFEST', 'generator_digest'
 ]

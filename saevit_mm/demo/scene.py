@@ -30,7 +30,7 @@ __all__ = [
 #: Colour alone then identifies the class of only part of the objects (and
 #: clutter and backgrounds share the same hues); shape is needed for the
 #: rest.
-HUE_PRIOR = 0.5
+HUE_PRIOR = 0.65
 
 _MAX_TRIES = 30
 _MIN_CONTRAST = 60.0  # RGB distance between an object and what it covers

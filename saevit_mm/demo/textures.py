@@ -71,7 +71,7 @@ def fill_texture(rng: np.random.Generator, height: int, width: int,
     mottled noise, in ``color`` (and ``second`` for two-colour patterns),
     with a soft shading ramp."""
     kind = rng.choice(['solid', 'gradient', 'stripes', 'checks', 'mottled'],
-                      p=[0.3, 0.2, 0.2, 0.1, 0.2])
+                      p=[0.4, 0.25, 0.1, 0.05, 0.2])
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     theta = rng.uniform(0, 2 * math.pi)
     along = xx * math.cos(theta) + yy * math.sin(theta)

@@ -54,7 +54,10 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or
     # --local_rank; torchrun sets LOCAL_RANK instead.
     parser.add_argument(
-        '--local_rank', '--local-rank', type=int, default=0,
+        '--local_rank',
+        '--local-rank',
+        type=int,
+        default=0,
         help=argparse.SUPPRESS)
 
 
@@ -92,8 +95,8 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
         '--show-dir',
-        help='save painted predictions into this directory (relative paths '
-        'are relative to the current directory)')
+        help='save painted predictions into this directory (a relative '
+        'path is relative to the work directory)')
     parser.add_argument(
         '--show', action='store_true', help='show predictions in a window')
     parser.add_argument(
@@ -149,8 +152,9 @@ def apply_train_args(cfg: Config, args: argparse.Namespace) -> Config:
         if device not in AMP_DEVICES:
             raise RuntimeError(
                 f'--amp needs one of {list(AMP_DEVICES)}, but this run is on '
-                f'{device!r} (torch.cuda.is_available() is False). mmengine\'s '
-                'AmpOptimWrapper does not support it; run without --amp.')
+                f'{device!r} (torch.cuda.is_available() is False), where '
+                'mmengine\'s AmpOptimWrapper does not work; run without '
+                '--amp.')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.auto_scale_lr:
@@ -177,11 +181,15 @@ def enable_visualization(cfg: Config,
     """Turn on the host's visualisation hook for testing.
 
     The hook type comes from :data:`VISUALIZATION_HOOKS` by the config's
-    ``default_scope``; it is added to ``default_hooks`` when missing.
+    ``default_scope``; it is added to ``default_hooks`` when missing. The
+    hosts read a relative ``show_dir`` differently (mmdet: under
+    ``work_dir/<timestamp>``, mmpretrain and mmseg: under the current
+    directory), so it is made absolute here, relative to ``cfg.work_dir``.
 
     Args:
         cfg: The config, changed in place.
-        show_dir: Where painted predictions are saved. Defaults to None.
+        show_dir: Where painted predictions are saved; a relative path is
+            relative to ``cfg.work_dir``. Defaults to None.
         show: Show predictions in a window. Defaults to False.
         wait_time: Seconds per shown image. Defaults to 2.
         interval: Paint every n-th sample. Defaults to 1.
@@ -201,10 +209,11 @@ def enable_visualization(cfg: Config,
     hook = hooks.get('visualization') or {}
     hook = dict(hook)
     hook.setdefault('type', VISUALIZATION_HOOKS[scope])
-    show_dir = osp.abspath(show_dir) if show_dir else None
+    if show_dir:
+        show_dir = osp.abspath(osp.join(cfg.get('work_dir', '.'), show_dir))
     if scope == 'mmpretrain':
-        hook.update(enable=True, show=show, wait_time=wait_time,
-                    interval=interval)
+        hook.update(
+            enable=True, show=show, wait_time=wait_time, interval=interval)
         if show_dir:
             hook['out_dir'] = show_dir
     elif scope == 'mmdet':
@@ -212,8 +221,8 @@ def enable_visualization(cfg: Config,
         if show_dir:
             hook['test_out_dir'] = show_dir
     else:  # mmseg: the visualizer's save_dir receives the images
-        hook.update(draw=True, show=show, wait_time=wait_time,
-                    interval=interval)
+        hook.update(
+            draw=True, show=show, wait_time=wait_time, interval=interval)
         if show_dir:
             cfg.visualizer['save_dir'] = show_dir
     hooks['visualization'] = hook
@@ -240,4 +249,3 @@ def build_runner(cfg: Config) -> Runner:
         init_default_scope(cfg.get('default_scope'))
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
-

@@ -38,9 +38,15 @@ __all__ = [
 LAUNCHERS: Tuple[str, ...] = ('none', 'pytorch', 'slurm', 'mpi')
 #: torch.distributed backends that run on CPU tensors.
 CPU_BACKENDS: Tuple[str, ...] = ('gloo', 'mpi')
-#: Norm types that need CUDA under DDP, and what replaces them on CPU.
+#: Norm types that DDP refuses on CPU; they become ``BN`` there.
 SYNC_BN_TYPES: Tuple[str, ...] = ('SyncBN', 'MMSyncBN')
 DEFAULT_MASTER_PORT = '29500'
+#: How each launcher is started, for error messages.
+_STARTERS = {
+    'pytorch': 'torchrun (tools/dist_train.sh, tools/dist_test.sh)',
+    'slurm': 'srun (tools/slurm_train.sh, tools/slurm_test.sh)',
+    'mpi': 'mpirun',
+}
 
 
 def _require(environ: Mapping[str, str], keys: Tuple[str, ...],
@@ -51,13 +57,6 @@ def _require(environ: Mapping[str, str], keys: Tuple[str, ...],
             f'--launcher {launcher} needs the environment variables '
             f'{list(keys)}, but {missing} are not set. Start the job with '
             f'{_STARTERS[launcher]}, or use --launcher none for one process.')
-
-
-_STARTERS = {
-    'pytorch': 'torchrun (tools/dist_train.sh, tools/dist_test.sh)',
-    'slurm': 'srun (tools/slurm_train.sh, tools/slurm_test.sh)',
-    'mpi': 'mpirun',
-}
 
 
 def _slurm_master_addr(node_list: str) -> str:
@@ -77,9 +76,9 @@ def _slurm_master_addr(node_list: str) -> str:
     return out[0]
 
 
-def launcher_env(launcher: str,
-                 environ: Optional[Mapping[str, str]] = None
-                 ) -> Dict[str, str]:
+def launcher_env(
+        launcher: str,
+        environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """The ``env://`` variables torch needs, read from a launcher's own.
 
     Args:

@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--deploy-models', nargs='+', help='models that get the variants')
     parser.add_argument('--threads', type=int, help='torch threads')
+    parser.add_argument(
+        '--channels-last', action='store_true', default=None,
+        help='run every model and input in channels_last memory format')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument(
         '--no-progress', action='store_true', help='no progress bars')
@@ -75,7 +78,8 @@ def main(argv=None) -> None:
         deploy=tuple(args.deploy) if args.deploy is not None else None,
         deploy_models=(tuple(args.deploy_models)
                        if args.deploy_models else None),
-        threads=args.threads)
+        threads=args.threads,
+        channels_last=args.channels_last)
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.perf_counter()
     if args.no_progress:

@@ -56,9 +56,9 @@ def get_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
     return checkpoint
 
 
-def extract_backbone(state_dict: Mapping[str, Any],
-                     prefix: str = BACKBONE_PREFIX
-                     ) -> 'OrderedDict[str, torch.Tensor]':
+def extract_backbone(
+        state_dict: Mapping[str, Any],
+        prefix: str = BACKBONE_PREFIX) -> 'OrderedDict[str, torch.Tensor]':
     """Keep the tensors under ``prefix``, with the prefix kept.
 
     A leading ``module.`` (a state dict saved from a DDP-wrapped model) is
@@ -109,8 +109,7 @@ def _plain_meta(meta: Any) -> Dict[str, Any]:
     keep = ('epoch', 'iter', 'experiment_name', 'mmengine_version', 'seed')
     return {
         f'source_{key}': meta[key]
-        for key in keep
-        if isinstance(meta.get(key), (str, int))
+        for key in keep if isinstance(meta.get(key), (str, int))
         and not isinstance(meta.get(key), bool)
     }
 
