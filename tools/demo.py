@@ -65,7 +65,8 @@ def train_and_test(task: str, out: Path, progress: Progress,
     options: List[str] = []
     if backbone is not None:
         options = [
-            '--cfg-options', 'model.backbone.init_cfg.type=Pretrained',
+            '--cfg-options', 'model.backbone.init_cfg._delete_=True',
+            'model.backbone.init_cfg.type=Pretrained',
             f'model.backbone.init_cfg.checkpoint={backbone}',
             'model.backbone.init_cfg.prefix=backbone.'
         ]

@@ -4,6 +4,7 @@
 (``tools/analysis_tools/benchmark.py``) writes it and draws the chart.
 """
 import platform
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -57,11 +58,11 @@ class BenchmarkSettings:
     img_size: int = 224
     batch_size: int = 32
     repeats: int = 5
-    iters: int = 2
+    iters: int = 1
     latency_iters: int = 10
     backbone_sizes: Tuple[Size, ...] = ((512, 512), (800, 1333))
     backbone_repeats: int = 3
-    backbone_iters: int = 2
+    backbone_iters: int = 1
     attention_sizes: Tuple[int, ...] = (256, 384, 512, 768, 1024)
     attention_arch: str = 't'
     attention_iters: int = 3
@@ -126,7 +127,13 @@ def machine_info(device: torch.device) -> Dict[str, object]:
 
 
 class _Progress:
-    """Thin wrapper: a rich progress display, or nothing."""
+    """Progress display: rich bars, plain log lines, or nothing.
+
+    Args:
+        progress: A started ``rich.progress.Progress``, the string
+            ``'lines'`` (one line per finished phase with its duration, for
+            logs), or ``None`` (silent).
+    """
 
     def __init__(self, progress: Optional[object]) -> None:
         self._progress = progress
@@ -136,6 +143,14 @@ class _Progress:
               total: int) -> Iterator[Callable[..., None]]:
         if self._progress is None:
             yield lambda *args: None
+            return
+        if self._progress == 'lines':
+            start = time.perf_counter()
+            print(f'[benchmark] {description}: {total} steps ...',
+                  flush=True)
+            yield lambda *args: None
+            print(f'[benchmark] {description}: done in '
+                  f'{time.perf_counter() - start:.0f} s', flush=True)
             return
         task = self._progress.add_task(description, total=total)
         yield lambda *args: self._progress.advance(task)
@@ -189,8 +204,9 @@ def run_benchmark(settings: BenchmarkSettings,
 
     Args:
         settings: What to measure.
-        progress: A started ``rich.progress.Progress`` to report to.
-            Defaults to ``None`` (silent).
+        progress: A started ``rich.progress.Progress`` to report to, or
+            ``'lines'`` for one log line per phase. Defaults to ``None``
+            (silent).
     """
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -264,7 +280,7 @@ def run_benchmark(settings: BenchmarkSettings,
                                      f'choose from {VARIANTS}')
                 try:
                     variant = build_variant(kind, models[name], name,
-                                            x_thr[:2])
+                                            x_thr)
                     variants.append((name, variant))
                     deploy_info[name][kind] = variant.info
                 except Exception as exc:  # noqa: BLE001 (reported)
@@ -280,7 +296,7 @@ def run_benchmark(settings: BenchmarkSettings,
         for name, model in models.items()
     }
     for base, variant in variants:
-        if variant.batch_sizes is None:
+        if variant.batch_sizes in (None, (settings.batch_size, )):
             thr_tasks[variant.name] = _forward_task(
                 variant.forward, x_thr, device, settings.iters,
                 lambda s: settings.batch_size / s)
@@ -299,10 +315,10 @@ def run_benchmark(settings: BenchmarkSettings,
         for name, model in models.items()
     }
     for base, variant in variants:
-        lat_tasks[variant.name] = _forward_task(variant.forward, x_lat,
-                                                device,
-                                                settings.latency_iters,
-                                                lambda s: 1e3 * s)
+        if variant.batch_sizes in (None, (1, )):
+            lat_tasks[variant.name] = _forward_task(
+                variant.forward, x_lat, device, settings.latency_iters,
+                lambda s: 1e3 * s)
     with prog.phase('latency b1', settings.repeats * len(lat_tasks)) as step:
         lat = interleave(lat_tasks, settings.repeats, step, errors)
 

@@ -84,6 +84,8 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     if args.no_progress:
         result = run_benchmark(settings)
+    elif not sys.stdout.isatty():
+        result = run_benchmark(settings, 'lines')
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, \
             TextColumn, TimeElapsedColumn
