@@ -39,11 +39,13 @@ def test_interleave_rotates_order_and_isolates_failures():
     calls = []
 
     def make(name):
+
         def task():
             calls.append(name)
             if name == 'c':
                 raise RuntimeError('broken\nsecond line')
             return float(len(calls))
+
         return task
 
     errors = {}
@@ -84,7 +86,9 @@ def test_goals_use_measured_medians():
 
 @pytest.mark.parametrize('shape', [(2, 8, 5, 5), (2, 8, 9), (2, 8)])
 def test_classifier_pools_any_last_output(shape):
+
     class Fixed(torch.nn.Module):
+
         def forward(self, x):
             return (torch.zeros(1), torch.ones(*shape))
 
@@ -138,3 +142,23 @@ def test_benchmark_tiny_end_to_end(tmp_path):
     assert matplotlib.image.imread(tmp_path / 'benchmark.png').ndim == 3
     table = (tmp_path / 'benchmark.md').read_text()
     assert table.count('\n') == 2 + len(result['models'])
+
+
+def test_benchmark_tiny_channels_last_onnx(tmp_path):
+    """The channels_last switch and the onnxruntime variant run end to end."""
+    pytest.importorskip('onnxruntime')
+    _load_cli().main([
+        '--tiny', '--no-progress', '--threads', '1', '--channels-last',
+        '--attention-sizes', '--deploy', 'fuse', 'onnx', '--models',
+        'SAEViT-t', '--out-dir',
+        str(tmp_path)
+    ])
+    result = json.loads((tmp_path / 'benchmark.json').read_text())
+    assert result['settings']['channels_last'] is True
+    assert 'attention' not in result
+    onnx = result['deploy']['SAEViT-t']['onnx']
+    assert onnx['max_abs_diff'] <= 1e-4, onnx
+    rows = {r['name']: r for r in result['models']}
+    ort = rows['SAEViT-t [onnxruntime]']
+    assert ort['latency_ms']['median'] > 0 and 'throughput' not in ort
+    assert (tmp_path / 'benchmark.png').stat().st_size > 0

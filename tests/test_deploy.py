@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from saevit_mm.deploy import check_onnx, export_onnx, find_conv_bn_pairs, \
-    switch_to_deploy
+from saevit_mm.deploy import (check_onnx, export_onnx, find_conv_bn_pairs,
+                              switch_to_deploy)
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +35,8 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> None:
 def _saevit(arch: str = 't') -> nn.Module:
     from saevit_mm.registry import MODELS
     torch.manual_seed(0)
-    model = MODELS.build(dict(type='SAEViT', arch=arch,
-                              out_indices=(0, 1, 2, 3)))
+    model = MODELS.build(
+        dict(type='SAEViT', arch=arch, out_indices=(0, 1, 2, 3)))
     _randomize_bn(model)
     return model.eval()
 
@@ -89,8 +89,8 @@ def test_fusion_toy_outputs_unchanged():
         torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize('shape', [(2, 3, 64, 64), (1, 3, 97, 131)],
-                         ids=['64x64', '97x131'])
+@pytest.mark.parametrize(
+    'shape', [(2, 3, 64, 64), (1, 3, 97, 131)], ids=['64x64', '97x131'])
 def test_switch_to_deploy_saevit_t_within_1e5(shape):
     model = _saevit('t')
     num_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())

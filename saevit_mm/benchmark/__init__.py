@@ -6,8 +6,8 @@ attention scaling scan (:mod:`.attention_scaling`), deploy variants
 (:mod:`.variants`), the run (:mod:`.runner`) and the output
 (:mod:`.report`).
 """
-from .runner import PRESETS, BenchmarkSettings, run_benchmark, \
-    settings_from_preset
+from .runner import (PRESETS, BenchmarkSettings, run_benchmark,
+                     settings_from_preset)
 
 __all__ = [
     'PRESETS', 'BenchmarkSettings', 'run_benchmark', 'settings_from_preset'

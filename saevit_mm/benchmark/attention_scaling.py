@@ -130,8 +130,8 @@ def _allocator_peak_of(fn: Callable[[], object]) -> int:
     end, so the peak is never underestimated by intra-op reuse.
     """
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
+    with profile(
+            activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     timeline = []
     for event in prof.events():
@@ -147,8 +147,8 @@ def _allocator_peak_of(fn: Callable[[], object]) -> int:
     return peak
 
 
-def measure_point(kind: str, arch: str, size: int, device: str,
-                  iters: int, threads: int) -> Dict[str, float]:
+def measure_point(kind: str, arch: str, size: int, device: str, iters: int,
+                  threads: int) -> Dict[str, float]:
     """Time and peak memory of one layer at one image size (one process).
 
     Args:
@@ -186,8 +186,8 @@ def measure_point(kind: str, arch: str, size: int, device: str,
         times = sorted(
             time_per_call(lambda: layer(x), dev, iters=1, warmup=0)
             for _ in range(iters))
-    return dict(ms=1e3 * times[len(times) // 2], peak_mib=peak / 2**20,
-                **extra)
+    return dict(
+        ms=1e3 * times[len(times) // 2], peak_mib=peak / 2**20, **extra)
 
 
 def _in_subprocess(kind: str, arch: str, size: int, device: str, iters: int,
@@ -217,8 +217,7 @@ def _in_subprocess(kind: str, arch: str, size: int, device: str, iters: int,
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def fit_exponent(xs: Sequence[float],
-                 ys: Sequence[float]) -> Optional[float]:
+def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
     """Slope of ``log y`` against ``log x`` (least squares); ``None`` if
     fewer than two points."""
     if len(xs) < 2:
@@ -292,8 +291,9 @@ def run_attention_scaling(
             else:
                 args = (kind, arch, size, device, iters, threads)
                 try:
-                    res = (_in_subprocess(*args)
-                           if on_cpu else measure_point(*args))
+                    res = (
+                        _in_subprocess(*args) if on_cpu else measure_point(
+                            *args))
                 except torch.OutOfMemoryError:
                     res = dict(error='out of memory')
                 point[kind] = res
@@ -314,8 +314,7 @@ def run_attention_scaling(
             time_exponent=fit_exponent(xs, [p[kind]['ms'] for p in ok]),
             memory_exponent=fit_exponent(
                 [x for x, p in zip(xs, ok) if p[kind]['peak_mib'] > 0],
-                [p[kind]['peak_mib'] for p in ok
-                 if p[kind]['peak_mib'] > 0]),
+                [p[kind]['peak_mib'] for p in ok if p[kind]['peak_mib'] > 0]),
             sizes=[p['size'] for p in ok])
     return dict(
         arch=arch,

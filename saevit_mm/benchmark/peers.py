@@ -50,14 +50,22 @@ SAEVIT_SPECS: Tuple[ModelSpec, ...] = (
 )
 
 PEER_SPECS: Tuple[ModelSpec, ...] = (
-    ModelSpec('EdgeNeXt-xsmall', 'mmpretrain',
-              dict(type='EdgeNeXt', arch='xsmall', out_indices=(3, ),
-                   gap_before_final_norm=True),
-              'mmpretrain configs/_base_/models/edgenext/edgenext-xsmall.py'),
-    ModelSpec('EdgeNeXt-small', 'mmpretrain',
-              dict(type='EdgeNeXt', arch='small', out_indices=(3, ),
-                   gap_before_final_norm=True),
-              'mmpretrain configs/_base_/models/edgenext/edgenext-small.py'),
+    ModelSpec(
+        'EdgeNeXt-xsmall', 'mmpretrain',
+        dict(
+            type='EdgeNeXt',
+            arch='xsmall',
+            out_indices=(3, ),
+            gap_before_final_norm=True),
+        'mmpretrain configs/_base_/models/edgenext/edgenext-xsmall.py'),
+    ModelSpec(
+        'EdgeNeXt-small', 'mmpretrain',
+        dict(
+            type='EdgeNeXt',
+            arch='small',
+            out_indices=(3, ),
+            gap_before_final_norm=True),
+        'mmpretrain configs/_base_/models/edgenext/edgenext-small.py'),
     ModelSpec('MobileViT-x_small', 'mmpretrain',
               dict(type='MobileViT', arch='x_small'),
               'mmpretrain configs/_base_/models/mobilevit/mobilevit_xs.py'),
@@ -67,14 +75,19 @@ PEER_SPECS: Tuple[ModelSpec, ...] = (
     ModelSpec('EfficientFormer-l1', 'mmpretrain',
               dict(type='EfficientFormer', arch='l1'),
               'mmpretrain configs/_base_/models/efficientformer-l1.py'),
-    ModelSpec('MobileNetV3-large', 'mmpretrain',
-              dict(type='MobileNetV3', arch='large'),
-              'mmpretrain configs/_base_/models/mobilenet_v3/'
-              'mobilenet_v3_large_imagenet.py'),
-    ModelSpec('PVTv2-b0', 'mmdet',
-              dict(type='PyramidVisionTransformerV2', embed_dims=32,
-                   num_layers=[2, 2, 2, 2], out_indices=(3, )),
-              'mmdet configs/pvt/retinanet_pvtv2-b0_fpn_1x_coco.py'),
+    ModelSpec(
+        'MobileNetV3-large', 'mmpretrain',
+        dict(type='MobileNetV3', arch='large'),
+        'mmpretrain configs/_base_/models/mobilenet_v3/'
+        'mobilenet_v3_large_imagenet.py'),
+    ModelSpec(
+        'PVTv2-b0', 'mmdet',
+        dict(
+            type='PyramidVisionTransformerV2',
+            embed_dims=32,
+            num_layers=[2, 2, 2, 2],
+            out_indices=(3, )),
+        'mmdet configs/pvt/retinanet_pvtv2-b0_fpn_1x_coco.py'),
     ModelSpec('ResNet-18', 'mmpretrain',
               dict(type='ResNet', depth=18, out_indices=(3, )),
               'mmpretrain configs/_base_/models/resnet18.py'),
@@ -179,8 +192,8 @@ def build_classifier(spec: ModelSpec,
     """
     backbone = build_backbone(spec)
     with torch.no_grad():
-        feat = _last_output(backbone(torch.zeros(1, 3, probe_size,
-                                                 probe_size)))
+        feat = _last_output(
+            backbone(torch.zeros(1, 3, probe_size, probe_size)))
     classifier = GAPLinearClassifier(backbone, feat.shape[1], num_classes)
     classifier.eval()
     return classifier

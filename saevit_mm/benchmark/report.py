@@ -41,8 +41,8 @@ def table_rows(result: Dict[str, object]) -> List[List[str]]:
     rows = []
     for model in result['models']:  # type: ignore
         if 'error' in model:
-            rows.append([model['name'], 'failed (see below)'] +
-                        [''] * (len(table_header(result)) - 2))
+            rows.append([model['name'], 'failed (see below)'] + [''] *
+                        (len(table_header(result)) - 2))
             continue
         thr = model.get('throughput')
         lat = model.get('latency_ms')
@@ -57,10 +57,9 @@ def table_rows(result: Dict[str, object]) -> List[List[str]]:
         ]
         for key in result['settings']['backbone_sizes_key']:  # type: ignore
             entry = big.get(key)
-            cells.append(
-                (_fmt(_median(entry), 0) + _spread(entry))
-                if isinstance(entry, dict) and 'median' in entry else
-                'n/a')
+            cells.append((
+                _fmt(_median(entry), 0) + _spread(entry)
+            ) if isinstance(entry, dict) and 'median' in entry else 'n/a')
         cells.append('-' if util is None else f'{100 * util:.1f}%')
         rows.append(cells)
     return rows
@@ -71,8 +70,8 @@ def table_header(result: Dict[str, object]) -> List[str]:
     batch = settings['batch_size']  # type: ignore
     size = settings['img_size']  # type: ignore
     return ([
-        'model', 'params (M)', f'GFLOPs @{size}',
-        f'img/s (b{batch} @{size})', f'latency ms (b1 @{size})'
+        'model', 'params (M)', f'GFLOPs @{size}', f'img/s (b{batch} @{size})',
+        f'latency ms (b1 @{size})'
     ] + [f'backbone ms @{k}'
          for k in settings['backbone_sizes_key']]  # type: ignore
             + ['FLOP utilisation'])
@@ -81,8 +80,10 @@ def table_header(result: Dict[str, object]) -> List[str]:
 def markdown_table(result: Dict[str, object]) -> str:
     """The model table as GitHub markdown (for the README)."""
     header = table_header(result)
-    lines = ['| ' + ' | '.join(header) + ' |',
-             '| ' + ' | '.join('---' for _ in header) + ' |']
+    lines = [
+        '| ' + ' | '.join(header) + ' |',
+        '| ' + ' | '.join('---' for _ in header) + ' |'
+    ]
     lines += ['| ' + ' | '.join(row) + ' |' for row in table_rows(result)]
     return '\n'.join(lines)
 
@@ -103,8 +104,7 @@ def render_table(result: Dict[str, object]) -> None:
     for model in result['models']:  # type: ignore
         for key in ('error', 'throughput_error'):
             if key in model:
-                console.print(
-                    escape(f'{model["name"]}: {key}: {model[key]}'))
+                console.print(escape(f'{model["name"]}: {key}: {model[key]}'))
         for size, entry in model.get('backbone_latency_ms', {}).items():
             if 'error' in entry:
                 console.print(
@@ -123,17 +123,17 @@ def render_table(result: Dict[str, object]) -> None:
         for point in attn['points']:  # type: ignore
             saa, full = point['saa'], point['full']
             att.add_row(
-                f'{point["size"]}²', str(point['tokens']),
-                _fmt(saa.get('ms')), _fmt(full.get('ms')) if 'ms' in full
-                else full.get('skipped', full.get('error', '-')),
-                _fmt(point.get('speedup')) + ('x' if point.get('speedup')
-                                              else ''),
+                f'{point["size"]}²', str(point['tokens']), _fmt(saa.get('ms')),
+                _fmt(full.get('ms')) if 'ms' in full else full.get(
+                    'skipped', full.get('error', '-')),
+                _fmt(point.get('speedup')) +
+                ('x' if point.get('speedup') else ''),
                 _fmt(saa.get('peak_mib')), _fmt(full.get('peak_mib')))
         console.print(att)
         fits = attn['fit']  # type: ignore
-        console.print('time ~ tokens^k: ' + ', '.join(
-            f'{kind} k={_fmt(fit.get("time_exponent"), 2)}'
-            for kind, fit in fits.items()))
+        console.print('time ~ tokens^k: ' +
+                      ', '.join(f'{kind} k={_fmt(fit.get("time_exponent"), 2)}'
+                                for kind, fit in fits.items()))
     deploy = result.get('deploy')
     if deploy:
         console.print_json(data=deploy)
@@ -177,8 +177,7 @@ def plot_chart(result: Dict[str, object], path: PathLike) -> None:
         sizes = [p['size'] for p in attn['points']]
         panels = ((ax1, 'ms', 'time_exponent', 'ms per forward, batch 1',
                    'time'), (ax2, 'peak_mib', 'memory_exponent',
-                             'peak MiB (torch allocator), batch 1',
-                             'memory'))
+                             'peak MiB (torch allocator), batch 1', 'memory'))
         for ax, key, exp_key, ylabel, what in panels:
             for kind, color in (('saa', 'tab:red'), ('full', 'tab:gray')):
                 pts = [(p['size'], p[kind][key]) for p in attn['points']
@@ -186,9 +185,8 @@ def plot_chart(result: Dict[str, object], path: PathLike) -> None:
                 if not pts:
                     continue
                 exp = attn['fit'].get(kind, {}).get(exp_key)
-                label = attn['labels'][kind] + (
-                    f' ({what} ~ tokens^{exp:.2f})' if exp is not None
-                    else '')
+                label = attn['labels'][kind] + (f' ({what} ~ tokens^{exp:.2f})'
+                                                if exp is not None else '')
                 ax.plot(*zip(*pts), marker='o', color=color, label=label)
             ax.set_xscale('log', base=2)
             ax.set_yscale('log')
@@ -203,9 +201,10 @@ def plot_chart(result: Dict[str, object], path: PathLike) -> None:
         ax1.set_axis_off()
         ax2.set_axis_off()
     meta = result['machine']
-    fig.suptitle(f'saevit_mm benchmark: {meta["cpu"]}, '
-                 f'{meta["threads"]} threads, torch {meta["torch"]}',
-                 fontsize=9)
+    fig.suptitle(
+        f'saevit_mm benchmark: {meta["cpu"]}, '
+        f'{meta["threads"]} threads, torch {meta["torch"]}',
+        fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

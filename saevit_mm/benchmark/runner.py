@@ -6,7 +6,7 @@
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -15,9 +15,9 @@ from torch import nn
 from .attention_scaling import run_attention_scaling
 from .complexity import count_flops, count_params
 from .peers import build_classifier, default_specs
-from .timing import interleave, matmul_flops_per_second, summarize, \
-    time_per_call
-from .variants import VARIANTS, build_variant
+from .timing import (Stats, interleave, matmul_flops_per_second, summarize,
+                     time_per_call)
+from .variants import VARIANTS, Variant, build_variant
 
 __all__ = ['BenchmarkSettings', 'PRESETS', 'run_benchmark', 'machine_info']
 
@@ -74,8 +74,10 @@ class BenchmarkSettings:
 
 
 PRESETS: Dict[str, BenchmarkSettings] = {
-    'default': BenchmarkSettings(),
-    'quick': BenchmarkSettings(
+    'default':
+    BenchmarkSettings(),
+    'quick':
+    BenchmarkSettings(
         repeats=3,
         iters=1,
         latency_iters=5,
@@ -86,7 +88,8 @@ PRESETS: Dict[str, BenchmarkSettings] = {
         attention_iters=2,
         attention_time_budget=20.0,
         deploy=('fuse', 'onnx')),
-    'tiny': BenchmarkSettings(
+    'tiny':
+    BenchmarkSettings(
         img_size=64,
         batch_size=2,
         repeats=1,
@@ -107,8 +110,10 @@ def machine_info(device: torch.device) -> Dict[str, object]:
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as file:
-            names = [line.split(':', 1)[1].strip() for line in file
-                     if line.startswith('model name')]
+            names = [
+                line.split(':', 1)[1].strip() for line in file
+                if line.startswith('model name')
+            ]
         if names:
             cpu = names[0]
     except OSError:
@@ -146,19 +151,20 @@ class _Progress:
             return
         if self._progress == 'lines':
             start = time.perf_counter()
-            print(f'[benchmark] {description}: {total} steps ...',
-                  flush=True)
+            print(f'[benchmark] {description}: {total} steps ...', flush=True)
             yield lambda *args: None
-            print(f'[benchmark] {description}: done in '
-                  f'{time.perf_counter() - start:.0f} s', flush=True)
+            print(
+                f'[benchmark] {description}: done in '
+                f'{time.perf_counter() - start:.0f} s',
+                flush=True)
             return
         task = self._progress.add_task(description, total=total)
         yield lambda *args: self._progress.advance(task)
         self._progress.update(task, completed=total)
 
 
-def _forward_task(forward: Callable[[torch.Tensor], object],
-                  x: torch.Tensor, device: torch.device, iters: int,
+def _forward_task(forward: Callable[[torch.Tensor], object], x: torch.Tensor,
+                  device: torch.device, iters: int,
                   scale: Callable[[float], float]) -> Callable[[], float]:
     """A task that times ``forward(x)`` and converts seconds per call."""
 
@@ -172,8 +178,8 @@ def _forward_task(forward: Callable[[torch.Tensor], object],
 def _goals(rows: Dict[str, Dict[str, object]],
            attention: Optional[Dict[str, object]]) -> List[Dict[str, object]]:
     """Issue 5 targets, evaluated on this run's medians."""
-    pairs = [('SAEViT-t', p) for p in ('EdgeNeXt-xsmall', 'MobileViT-x_small',
-                                        'PVTv2-b0')]
+    pairs = [('SAEViT-t', p)
+             for p in ('EdgeNeXt-xsmall', 'MobileViT-x_small', 'PVTv2-b0')]
     pairs += [('SAEViT-s', p) for p in ('EdgeNeXt-small', 'MobileViT-small',
                                         'EfficientFormer-l1')]
     goals = []
@@ -184,23 +190,200 @@ def _goals(rows: Dict[str, Dict[str, object]],
             continue
         ratio = a['median'] / b['median']  # type: ignore
         goals.append(
-            dict(goal=f'{ours} img/s >= {peer} img/s', ratio=ratio,
-                 met=ratio >= 1.0))
+            dict(
+                goal=f'{ours} img/s >= {peer} img/s',
+                ratio=ratio,
+                met=ratio >= 1.0))
     if attention:
         for point in attention['points']:  # type: ignore
             if point['size'] == 512 and 'speedup' in point:
                 goals.append(
-                    dict(goal='stage-1 SAA >= 20x faster than full '
-                         'attention @512x512',
-                         ratio=point['speedup'] / 20.0,
-                         speedup=point['speedup'],
-                         met=point['speedup'] >= 20.0))
+                    dict(
+                        goal='stage-1 SAA >= 20x faster than full '
+                        'attention @512x512',
+                        ratio=point['speedup'] / 20.0,
+                        speedup=point['speedup'],
+                        met=point['speedup'] >= 20.0))
     return goals
+
+
+def _error(exc: BaseException) -> str:
+    return f'{type(exc).__name__}: {exc}'.split('\n')[0]
+
+
+def _notes(settings: BenchmarkSettings) -> List[str]:
+    layout = ('channels_last for every model and input'
+              if settings.channels_last else
+              "each implementation's own (NCHW input)")
+    return [
+        'Every model is backbone + global average pooling + '
+        'Linear(C, 1000), eval mode, float32; the backbone arguments '
+        'follow each host config (see "source").',
+        'FLOPs are multiply-adds counted by saevit_mm.models.utils '
+        '(mmengine FlopAnalyzer + a handle for '
+        'aten::scaled_dot_product_attention), the same for every model.',
+        'throughput: img/s at batch_size; latency: ms at batch 1; '
+        'backbone latency: backbone only, batch 1. Medians over '
+        'interleaved repeats; spread = [low, high] and IQR.',
+        'matmul rate counts 2*n^3 FLOP per n x n matmul; FLOP '
+        'utilisation = 2 * MACs * img/s / matmul rate.',
+        f'memory format: {layout}.',
+    ]
+
+
+class _Run:
+    """State of one benchmark run; one method per phase."""
+
+    def __init__(self, settings: BenchmarkSettings,
+                 progress: Optional[object]) -> None:
+        self.settings = settings
+        self.device = torch.device(settings.device)
+        self.prog = _Progress(progress)
+        self.layout = (
+            torch.channels_last
+            if settings.channels_last else torch.contiguous_format)
+        self.rows: Dict[str, Dict[str, object]] = {}
+        self.models: Dict[str, nn.Module] = {}
+        self.variants: List[Tuple[str, Variant]] = []
+        self.errors: Dict[str, str] = {}
+
+    def make_input(self, *shape: int) -> torch.Tensor:
+        return torch.randn(
+            *shape, device=self.device).contiguous(memory_format=self.layout)
+
+    def build(self) -> None:
+        """Build every model; count its parameters and FLOPs."""
+        specs = default_specs(self.settings.models)
+        size = self.settings.img_size
+        with self.prog.phase('build + count FLOPs', len(specs)) as step:
+            for spec in specs:
+                row: Dict[str, object] = dict(
+                    name=spec.name, scope=spec.scope, source=spec.source)
+                try:
+                    model = build_classifier(spec)
+                    row['params_m'] = count_params(model) / 1e6
+                    row['backbone_params_m'] = count_params(
+                        model.backbone) / 1e6
+                    row['gflops'] = count_flops(model,
+                                                (1, 3, size, size)) / 1e9
+                    model.to(self.device)
+                    model.to(memory_format=self.layout)
+                    self.models[spec.name] = model
+                except Exception as exc:  # noqa: BLE001 (reported in row)
+                    row['error'] = _error(exc)
+                self.rows[spec.name] = row
+                step()
+
+    def deploy(self, x: torch.Tensor) -> Dict[str, Dict[str, object]]:
+        """Build the deploy variants and their checks."""
+        wanted = [n for n in self.settings.deploy_models if n in self.models]
+        kinds = self.settings.deploy
+        unknown = [k for k in kinds if k not in VARIANTS]
+        if unknown:
+            raise ValueError(f'unknown deploy variant(s) {unknown}; choose '
+                             f'from {VARIANTS}')
+        info: Dict[str, Dict[str, object]] = {}
+        with self.prog.phase('deploy variants',
+                             len(wanted) * len(kinds)) as step:
+            for name in wanted:
+                info[name] = {}
+                for kind in kinds:
+                    try:
+                        variant = build_variant(kind, self.models[name], name,
+                                                x)
+                        self.variants.append((name, variant))
+                        info[name][kind] = variant.info
+                    except Exception as exc:  # noqa: BLE001 (reported)
+                        info[name][kind] = dict(error=_error(exc))
+                    step()
+        return info
+
+    def tasks(self, x: torch.Tensor, iters: int,
+              scale: Callable[[float], float]) -> Dict[str, Callable]:
+        """Timing tasks of every model and of the variants for ``x``."""
+        tasks = {
+            name: _forward_task(model, x, self.device, iters, scale)
+            for name, model in self.models.items()
+        }
+        for _, variant in self.variants:
+            if variant.batch_sizes in (None, (x.shape[0], )):
+                tasks[variant.name] = _forward_task(variant.forward, x,
+                                                    self.device, iters, scale)
+        return tasks
+
+    def time_phase(self, description: str, tasks: Dict[object,
+                                                       Callable], repeats: int,
+                   errors: Dict[object, str]) -> Dict[object, List[float]]:
+        with self.prog.phase(description, repeats * len(tasks)) as step:
+            return interleave(tasks, repeats, step, errors)
+
+    def backbone_tasks(self) -> Dict[Tuple[str, str], Callable]:
+        """Backbone-only tasks at the detection/segmentation sizes."""
+        tasks = {}
+        for name, model in self.models.items():
+            for h, w in self.settings.backbone_sizes:
+                tasks[(name, f'{h}x{w}')] = _forward_task(
+                    model.backbone, self.make_input(1, 3, h, w), self.device,
+                    self.settings.backbone_iters, lambda s: 1e3 * s)
+        return tasks
+
+    def attention(self) -> Optional[Dict[str, object]]:
+        settings = self.settings
+        if not settings.attention_sizes:
+            return None
+        with self.prog.phase('attention scaling',
+                             2 * len(settings.attention_sizes)) as step:
+            return run_attention_scaling(
+                settings.attention_sizes,
+                device=settings.device,
+                arch=settings.attention_arch,
+                iters=settings.attention_iters,
+                time_budget=settings.attention_time_budget,
+                on_step=step)
+
+    def collect(self, thr: Dict[str, List[float]], lat: Dict[str, List[float]],
+                big: Dict[Tuple[str, str],
+                          List[float]], big_errors: Dict[Tuple[str, str],
+                                                         str], matmul: Stats,
+                size_keys: List[str]) -> List[Dict[str, object]]:
+        """One JSON row per model and variant."""
+        rows = list(self.rows.values())
+        rows += [
+            dict(
+                name=variant.name,
+                variant_of=base,
+                params_m=self.rows[base]['params_m'],
+                gflops=self.rows[base]['gflops'])
+            for base, variant in self.variants
+        ]
+        for row in rows:
+            name = row['name']
+            if name in thr:
+                row['throughput'] = summarize(thr[name]).to_dict()
+                achieved = 2 * row['gflops'] * row['throughput']['median']
+                row['achieved_gflops'] = achieved
+                row['flop_utilisation'] = achieved / matmul.median
+            elif name in self.errors:
+                row['throughput_error'] = self.errors[name]
+            if name in lat:
+                row['latency_ms'] = summarize(lat[name]).to_dict()
+            if 'variant_of' not in row and 'error' not in row:
+                row['backbone_latency_ms'] = {
+                    key: (summarize(big[(name, key)]).to_dict() if
+                          (name, key) in big else dict(
+                              error=big_errors.get((name, key), 'not run')))
+                    for key in size_keys
+                }
+        return rows
 
 
 def run_benchmark(settings: BenchmarkSettings,
                   progress: Optional[object] = None) -> Dict[str, object]:
     """Run every phase and return the result dict.
+
+    Phases: build and count; deploy variants; throughput at ``batch_size``
+    interleaved with the matmul rate; latency at batch 1; backbone latency
+    at ``backbone_sizes``; SAA against full attention.
 
     Args:
         settings: What to measure.
@@ -210,183 +393,47 @@ def run_benchmark(settings: BenchmarkSettings,
     """
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    device = torch.device(settings.device)
-    prog = _Progress(progress)
-    specs = default_specs(settings.models)
+    run = _Run(settings, progress)
+    size_keys = [f'{h}x{w}' for h, w in settings.backbone_sizes]
     result: Dict[str, object] = dict(
-        machine=machine_info(device),
-        settings=dict(
-            asdict(settings),
-            backbone_sizes_key=[f'{h}x{w}'
-                                for h, w in settings.backbone_sizes]),
-        notes=[
-            'Every model is backbone + global average pooling + '
-            'Linear(C, 1000), eval mode, float32; the backbone arguments '
-            'follow each host config (see "source").',
-            'FLOPs are multiply-adds counted by saevit_mm.models.utils '
-            '(mmengine FlopAnalyzer + a handle for '
-            'aten::scaled_dot_product_attention), the same for every model.',
-            'throughput: img/s at batch_size; latency: ms at batch 1; '
-            'backbone latency: backbone only, batch 1. Medians over '
-            'interleaved repeats; spread = [low, high] and IQR.',
-            'matmul rate counts 2*n^3 FLOP per n x n matmul; FLOP '
-            'utilisation = 2 * MACs * img/s / matmul rate.',
-            'memory format: ' + ('channels_last for every model and input'
-                                 if settings.channels_last else
-                                 'each implementation\'s own (NCHW input)'),
-        ])
+        machine=machine_info(run.device),
+        settings=dict(asdict(settings), backbone_sizes_key=size_keys),
+        notes=_notes(settings))
+    run.build()
+    x_thr = run.make_input(settings.batch_size, 3, settings.img_size,
+                           settings.img_size)
+    x_lat = x_thr[:1].contiguous(memory_format=run.layout)
+    result['deploy'] = run.deploy(x_thr)
 
-    # 1. build, count parameters and FLOPs --------------------------------
-    rows: Dict[str, Dict[str, object]] = {}
-    models: Dict[str, nn.Module] = {}
-    with prog.phase('build + count FLOPs', len(specs)) as step:
-        for spec in specs:
-            row: Dict[str, object] = dict(
-                name=spec.name, scope=spec.scope, source=spec.source)
-            try:
-                model = build_classifier(spec)
-                row['params_m'] = count_params(model) / 1e6
-                row['backbone_params_m'] = count_params(model.backbone) / 1e6
-                row['gflops'] = None
-                row['gflops'] = count_flops(
-                    model, (1, 3, settings.img_size, settings.img_size)) / 1e9
-                model.to(device)
-                if settings.channels_last:
-                    model.to(memory_format=torch.channels_last)
-                models[spec.name] = model
-            except Exception as exc:  # noqa: BLE001 (reported in the row)
-                row['error'] = f'{type(exc).__name__}: {exc}'.split('\n')[0]
-            rows[spec.name] = row
-            step()
-
-    layout = (torch.channels_last
-              if settings.channels_last else torch.contiguous_format)
-    x_thr = torch.randn(settings.batch_size, 3, settings.img_size,
-                        settings.img_size, device=device).contiguous(
-                            memory_format=layout)
-    x_lat = x_thr[:1].contiguous(memory_format=layout)
-
-    # 2. deploy variants ---------------------------------------------------
-    variants = []
-    deploy_info: Dict[str, Dict[str, object]] = {}
-    wanted = [n for n in settings.deploy_models if n in models]
-    with prog.phase('deploy variants',
-                    len(wanted) * len(settings.deploy)) as step:
-        for name in wanted:
-            deploy_info[name] = {}
-            for kind in settings.deploy:
-                if kind not in VARIANTS:
-                    raise ValueError(f'unknown deploy variant {kind!r}; '
-                                     f'choose from {VARIANTS}')
-                try:
-                    variant = build_variant(kind, models[name], name,
-                                            x_thr)
-                    variants.append((name, variant))
-                    deploy_info[name][kind] = variant.info
-                except Exception as exc:  # noqa: BLE001 (reported)
-                    deploy_info[name][kind] = dict(
-                        error=f'{type(exc).__name__}: {exc}'.split('\n')[0])
-                step()
-    result['deploy'] = deploy_info
-
-    # 3. throughput at batch_size, interleaved with the matmul rate --------
-    thr_tasks = {
-        name: _forward_task(model, x_thr, device, settings.iters,
-                            lambda s: settings.batch_size / s)
-        for name, model in models.items()
-    }
-    for base, variant in variants:
-        if variant.batch_sizes in (None, (settings.batch_size, )):
-            thr_tasks[variant.name] = _forward_task(
-                variant.forward, x_thr, device, settings.iters,
-                lambda s: settings.batch_size / s)
-    thr_tasks['matmul'] = matmul_flops_per_second(device)
-    errors: Dict[str, str] = {}
-    with prog.phase(f'throughput b{settings.batch_size}',
-                    settings.repeats * len(thr_tasks)) as step:
-        thr = interleave(thr_tasks, settings.repeats, step, errors)
+    tasks = run.tasks(x_thr, settings.iters, lambda s: settings.batch_size / s)
+    tasks['matmul'] = matmul_flops_per_second(run.device)
+    thr = run.time_phase(f'throughput b{settings.batch_size}', tasks,
+                         settings.repeats, run.errors)
     matmul = summarize([v / 1e9 for v in thr.pop('matmul')])
     result['matmul_gflops'] = matmul.to_dict()
-
-    # 4. latency at batch 1 ------------------------------------------------
-    lat_tasks = {
-        name: _forward_task(model, x_lat, device, settings.latency_iters,
-                            lambda s: 1e3 * s)
-        for name, model in models.items()
-    }
-    for base, variant in variants:
-        if variant.batch_sizes in (None, (1, )):
-            lat_tasks[variant.name] = _forward_task(
-                variant.forward, x_lat, device, settings.latency_iters,
-                lambda s: 1e3 * s)
-    with prog.phase('latency b1', settings.repeats * len(lat_tasks)) as step:
-        lat = interleave(lat_tasks, settings.repeats, step, errors)
-
-    # 5. backbone latency at detection / segmentation sizes ----------------
-    big_tasks = {}
-    for name, model in models.items():
-        for h, w in settings.backbone_sizes:
-            xb = torch.randn(1, 3, h, w, device=device).contiguous(
-                memory_format=layout)
-            big_tasks[(name, f'{h}x{w}')] = _forward_task(
-                model.backbone, xb, device, settings.backbone_iters,
-                lambda s: 1e3 * s)
-    big_errors: Dict[str, str] = {}
-    with prog.phase('backbone latency',
-                    settings.backbone_repeats * len(big_tasks)) as step:
-        big = interleave(big_tasks, settings.backbone_repeats, step,
-                         big_errors)
-
-    # 6. SAA against full attention -----------------------------------------
-    attention = None
-    if settings.attention_sizes:
-        with prog.phase('attention scaling',
-                        2 * len(settings.attention_sizes)) as step:
-            attention = run_attention_scaling(
-                settings.attention_sizes,
-                device=settings.device,
-                arch=settings.attention_arch,
-                iters=settings.attention_iters,
-                time_budget=settings.attention_time_budget,
-                on_step=step)
+    lat = run.time_phase(
+        'latency b1',
+        run.tasks(x_lat, settings.latency_iters, lambda s: 1e3 * s),
+        settings.repeats, run.errors)
+    big_errors: Dict[Tuple[str, str], str] = {}
+    big = run.time_phase('backbone latency', run.backbone_tasks(),
+                         settings.backbone_repeats, big_errors)
+    attention = run.attention()
+    if attention is not None:
         result['attention'] = attention
-
-    # collect ---------------------------------------------------------------
-    variant_rows = []
-    for base, variant in variants:
-        variant_rows.append(
-            dict(name=variant.name, variant_of=base,
-                 params_m=rows[base]['params_m'],
-                 gflops=rows[base]['gflops']))
-    out_rows = []
-    for row in list(rows.values()) + variant_rows:
-        name = row['name']
-        if name in thr:
-            row['throughput'] = summarize(thr[name]).to_dict()
-            achieved = 2e9 * row['gflops'] * row['throughput']['median']
-            row['achieved_gflops'] = achieved / 1e9
-            row['flop_utilisation'] = achieved / (matmul.median * 1e9)
-        elif name in errors:
-            row['throughput_error'] = errors[name]
-        if name in lat:
-            row['latency_ms'] = summarize(lat[name]).to_dict()
-        if 'variant_of' not in row and 'error' not in row:
-            row['backbone_latency_ms'] = {
-                key: (summarize(big[(name, key)]).to_dict()
-                      if (name, key) in big else
-                      dict(error=big_errors.get((name, key), 'not run')))
-                for key in result['settings']['backbone_sizes_key']
-            }
-        out_rows.append(row)
-    result['models'] = out_rows
-    result['goals'] = _goals(rows, attention)
+    result['models'] = run.collect(thr, lat, big, big_errors, matmul,
+                                   size_keys)
+    result['goals'] = _goals(run.rows, attention)
     return result
 
 
-def settings_from_preset(preset: str, **overrides: object) -> BenchmarkSettings:
+def settings_from_preset(preset: str,
+                         **overrides: object) -> BenchmarkSettings:
     """A preset with some fields replaced (``None`` values are ignored)."""
     if preset not in PRESETS:
         raise KeyError(f'unknown preset {preset!r}; choose from '
                        f'{list(PRESETS)}')
-    return replace(PRESETS[preset],
-                   **{k: v for k, v in overrides.items() if v is not None})
+    return replace(PRESETS[preset], **{
+        k: v
+        for k, v in overrides.items() if v is not None
+    })

@@ -104,11 +104,11 @@ def time_per_call(fn: Callable[[], object],
                 return elapsed / count
 
 
-def interleave(tasks: Mapping[str, Callable[[], float]],
-               repeats: int,
-               on_step: Optional[Callable[[str, int], None]] = None,
-               errors: Optional[Dict[str, str]] = None
-               ) -> Dict[str, List[float]]:
+def interleave(
+        tasks: Mapping[str, Callable[[], float]],
+        repeats: int,
+        on_step: Optional[Callable[[str, int], None]] = None,
+        errors: Optional[Dict[str, str]] = None) -> Dict[str, List[float]]:
     """Run every task once per repeat, round-robin, rotating the order.
 
     Args:
@@ -142,11 +142,11 @@ def interleave(tasks: Mapping[str, Callable[[], float]],
     return {k: v for k, v in results.items() if v}
 
 
-def matmul_flops_per_second(device: torch.device,
-                            size: Optional[int] = None,
-                            iters: int = 5,
-                            dtype: torch.dtype = torch.float32
-                            ) -> Callable[[], float]:
+def matmul_flops_per_second(
+        device: torch.device,
+        size: Optional[int] = None,
+        iters: int = 5,
+        dtype: torch.dtype = torch.float32) -> Callable[[], float]:
     """A task measuring the dense matmul rate of ``device``.
 
     The rate counts ``2 * n**3`` floating-point operations (a multiply and an
@@ -168,8 +168,7 @@ def matmul_flops_per_second(device: torch.device,
     out = torch.empty(n, n, device=device, dtype=dtype)
 
     def task() -> float:
-        seconds = time_per_call(lambda: torch.mm(a, b, out=out), device,
-                                iters)
+        seconds = time_per_call(lambda: torch.mm(a, b, out=out), device, iters)
         return 2.0 * n**3 / seconds
 
     return task

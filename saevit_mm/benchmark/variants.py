@@ -48,10 +48,8 @@ def _fused(model: nn.Module, name: str, x: torch.Tensor) -> Variant:
     folded = switch_to_deploy(fused, example_input=x[:1])
     with torch.no_grad():
         diff = _max_diff(model(x[:2]), fused(x[:2]))
-    return Variant(
-        f'{name} [fused]',
-        fused,
-        dict(folded_bn=len(folded), max_abs_diff=diff))
+    return Variant(f'{name} [fused]', fused,
+                   dict(folded_bn=len(folded), max_abs_diff=diff))
 
 
 def _compiled(model: nn.Module, name: str, x: torch.Tensor) -> Variant:
@@ -102,8 +100,12 @@ def _onnx(model: nn.Module, name: str, x: torch.Tensor,
     return Variant(
         f'{name} [onnxruntime]',
         forward,
-        dict(export_s=export_s, max_abs_diff=diff, batch=1,
-             provider='CPUExecutionProvider', opset=17),
+        dict(
+            export_s=export_s,
+            max_abs_diff=diff,
+            batch=1,
+            provider='CPUExecutionProvider',
+            opset=17),
         batch_sizes=(1, ))
 
 

@@ -70,14 +70,8 @@ def find_conv_bn_pairs(model: nn.Module,
         Qualified module names of each conv and the BN that consumes only it,
         in forward order.
     """
-    convs = {
-        m: n
-        for n, m in model.named_modules() if isinstance(m, _ConvNd)
-    }
-    bns = {
-        m: n
-        for n, m in model.named_modules() if isinstance(m, _BatchNorm)
-    }
+    convs = {m: n for n, m in model.named_modules() if isinstance(m, _ConvNd)}
+    bns = {m: n for n, m in model.named_modules() if isinstance(m, _BatchNorm)}
     calls: Dict[nn.Module, int] = {}
     # id(output) -> (conv, output, its autograd node, its version counter);
     # the reference to ``output`` keeps its ``id`` unique during the pass
@@ -164,18 +158,19 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def _default_probe(model: nn.Module,
                    size: Sequence[int]) -> Optional[torch.Tensor]:
-    first = next((m for m in model.modules() if isinstance(m, _ConvNd)),
-                 None)
+    first = next((m for m in model.modules() if isinstance(m, _ConvNd)), None)
     param = next(model.parameters(), None)
     if first is None or param is None:
         return None
-    return torch.randn(1, first.in_channels, *size, device=param.device,
-                       dtype=param.dtype)
+    return torch.randn(
+        1, first.in_channels, *size, device=param.device, dtype=param.dtype)
 
 
-def switch_to_deploy(model: nn.Module,
-                     example_input: Optional[torch.Tensor] = None,
-                     probe_size: Sequence[int] = (64, 64)) -> List[str]:
+def switch_to_deploy(
+    model: nn.Module,
+    example_input: Optional[torch.Tensor] = None,
+    probe_size: Sequence[int] = (64, 64)
+) -> List[str]:
     """Put ``model`` in eval mode and fold every safe conv -> BN pair.
 
     Args:
@@ -196,7 +191,7 @@ def switch_to_deploy(model: nn.Module,
             return []
     pairs = find_conv_bn_pairs(model, example_input)
     for conv_name, bn_name in pairs:
-        fuse_conv_bn_(model.get_submodule(conv_name),
-                      model.get_submodule(bn_name))
+        fuse_conv_bn_(
+            model.get_submodule(conv_name), model.get_submodule(bn_name))
         _set_submodule(model, bn_name, nn.Identity())
     return [bn_name for _, bn_name in pairs]

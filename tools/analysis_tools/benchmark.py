@@ -22,8 +22,8 @@ import sys
 import time
 
 from saevit_mm.benchmark import PRESETS, run_benchmark, settings_from_preset
-from saevit_mm.benchmark.report import markdown_table, plot_chart, \
-    render_table, write_json
+from saevit_mm.benchmark.report import (markdown_table, plot_chart,
+                                        render_table, write_json)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,13 +32,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     preset = parser.add_mutually_exclusive_group()
     preset.add_argument(
-        '--preset', choices=list(PRESETS), default='default',
+        '--preset',
+        choices=list(PRESETS),
+        default='default',
         help='measurement plan; "default" takes <= 10 min on 2 CPU cores')
     preset.add_argument(
-        '--quick', dest='preset', action='store_const', const='quick',
+        '--quick',
+        dest='preset',
+        action='store_const',
+        const='quick',
         help='same as --preset quick (a few minutes)')
     preset.add_argument(
-        '--tiny', dest='preset', action='store_const', const='tiny',
+        '--tiny',
+        dest='preset',
+        action='store_const',
+        const='tiny',
         help='same as --preset tiny (smoke test, seconds)')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
     parser.add_argument(
@@ -47,16 +55,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int)
     parser.add_argument('--repeats', type=int)
     parser.add_argument(
-        '--attention-sizes', type=int, nargs='*',
+        '--attention-sizes',
+        type=int,
+        nargs='*',
         help='image sides for SAA vs full attention; none: skip')
     parser.add_argument(
-        '--deploy', nargs='*', choices=('fuse', 'onnx', 'compile'),
+        '--deploy',
+        nargs='*',
+        choices=('fuse', 'onnx', 'compile'),
         help='deploy variants to measure; none: skip')
     parser.add_argument(
         '--deploy-models', nargs='+', help='models that get the variants')
     parser.add_argument('--threads', type=int, help='torch threads')
     parser.add_argument(
-        '--channels-last', action='store_true', default=None,
+        '--channels-last',
+        action='store_true',
+        default=None,
         help='run every model and input in channels_last memory format')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument(
@@ -87,17 +101,18 @@ def main(argv=None) -> None:
     elif not sys.stdout.isatty():
         result = run_benchmark(settings, 'lines')
     else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, \
-            TextColumn, TimeElapsedColumn
-        with Progress(TextColumn('{task.description}'), BarColumn(),
-                      MofNCompleteColumn(), TimeElapsedColumn()) as progress:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
+                                   TextColumn, TimeElapsedColumn)
+        with Progress(
+                TextColumn('{task.description}'), BarColumn(),
+                MofNCompleteColumn(), TimeElapsedColumn()) as progress:
             result = run_benchmark(settings, progress)
     result['wall_time_s'] = time.perf_counter() - start
     result['preset'] = args.preset
     result['command'] = shlex.join(
-        ['python', 'tools/analysis_tools/benchmark.py'] + sys.argv[1:]
-        if argv is None else ['python', 'tools/analysis_tools/benchmark.py'] +
-        list(argv))
+        ['python', 'tools/analysis_tools/benchmark.py'] +
+        sys.argv[1:] if argv is
+        None else ['python', 'tools/analysis_tools/benchmark.py'] + list(argv))
     json_path = os.path.join(args.out_dir, 'benchmark.json')
     png_path = os.path.join(args.out_dir, 'benchmark.png')
     md_path = os.path.join(args.out_dir, 'benchmark.md')

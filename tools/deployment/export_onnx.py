@@ -25,10 +25,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--arch', default='t', help='SAEViT arch key')
     parser.add_argument(
-        '--checkpoint', help='backbone weights (tensors only; a classifier '
+        '--checkpoint',
+        help='backbone weights (tensors only; a classifier '
         'checkpoint works with --prefix backbone.)')
     parser.add_argument(
-        '--prefix', default='', help='key prefix to strip, e.g. backbone.')
+        '--prefix',
+        default='',
+        help='load only the keys with this prefix (stripped), e.g. backbone.')
     parser.add_argument(
         '--out-indices', type=int, nargs='+', default=[0, 1, 2, 3])
     parser.add_argument(
@@ -41,17 +44,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def load_weights(model, path: str, prefix: str = '') -> None:
+    """Load ``path`` into ``model``; every backbone weight must be there.
+
+    Keys of output norms the export does not use (``norm{i}`` for ``i``
+    outside ``--out-indices``) may be left over; anything missing is an
+    error (it would be exported with random weights).
+    """
+    from mmengine.runner.checkpoint import (_load_checkpoint,
+                                            _load_checkpoint_with_prefix)
+    if prefix:  # keep only the keys with the prefix, stripped
+        state = _load_checkpoint_with_prefix(prefix, path, 'cpu')
+    else:
+        state = _load_checkpoint(path, 'cpu')
+        state = state.get('state_dict', state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith('norm')]
+    if missing or unexpected:
+        raise KeyError(f'{path} does not match SAEViT: missing keys '
+                       f'{missing}, unexpected keys {unexpected} (check '
+                       '--arch, --prefix and --out-indices)')
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     model = MODELS.build(
-        dict(type='SAEViT', arch=args.arch,
-             out_indices=tuple(args.out_indices)))
+        dict(
+            type='SAEViT', arch=args.arch,
+            out_indices=tuple(args.out_indices)))
     if args.checkpoint:
-        from mmengine.runner import load_checkpoint
-        load_checkpoint(
-            model, args.checkpoint, map_location='cpu', strict=True,
-            revise_keys=[(f'^{args.prefix}', '')] if args.prefix else
-            [(r'^module\.', '')])
+        load_weights(model, args.checkpoint, args.prefix)
     model.eval()
     shape = (args.batch, 3, *args.shape)
     if args.fuse:
@@ -61,8 +83,8 @@ def main(argv=None) -> None:
     print(f'wrote {args.out}: input {list(shape)}, outputs {names}')
     if not args.no_check:
         diffs = check_onnx(model, args.out, shape)
-        print('onnxruntime vs PyTorch, max |diff|: ' + ', '.join(
-            f'{k}={v:.2e}' for k, v in diffs.items()))
+        print('onnxruntime vs PyTorch, max |diff|: ' +
+              ', '.join(f'{k}={v:.2e}' for k, v in diffs.items()))
 
 
 if __name__ == '__main__':
