@@ -19,7 +19,7 @@ DEMO_CONFIGS = {
     'cls':
     CONFIGS / 'demo' / 'saevit-t_1xb16-6e_demo-in1k-64px.py',
     'retinanet':
-    CONFIGS / 'demo' / 'retinanet_saevit-t_fpn_1xb2-8e_demo-coco.py',
+    CONFIGS / 'demo' / 'retinanet_saevit-t_fpn_1xb2-3e_demo-coco.py',
     'mask-rcnn':
     CONFIGS / 'demo' / 'mask-rcnn_saevit-t_fpn_1xb2-8e_demo-coco.py',
     'fpn':

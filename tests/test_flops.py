@@ -94,16 +94,19 @@ def _classifier(arch):
         from mmpretrain.registry import MODELS
     except ModuleNotFoundError:
         return None
-    backbone = SAEViT(arch)
-    return MODELS.build(
-        dict(
-            type='ImageClassifier',
-            backbone=dict(type='SAEViT', arch=arch),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=1000,
-                in_channels=backbone.out_channels[-1])))
+    from mmengine.registry import DefaultScope
+    cfg = dict(
+        type='ImageClassifier',
+        backbone=dict(type='SAEViT', arch=arch),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(
+            type='LinearClsHead',
+            num_classes=1000,
+            in_channels=SAEViT(arch).out_channels[-1]))
+    # nested types resolve under the current scope, which another test may
+    # have left at mmdet or mmseg
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(cfg)
 
 
 @pytest.mark.parametrize('arch', ['t', 's'])

@@ -32,8 +32,8 @@ DEMO_CONFIGS = REPO / 'configs' / 'demo'
 TASKS = {
     'classification': ('saevit-t_1xb16-6e_demo-in1k-64px.py',
                        'accuracy/top1', 'top-1 acc. (%)', 6),
-    'retinanet': ('retinanet_saevit-t_fpn_1xb2-8e_demo-coco.py',
-                  'coco/bbox_mAP', 'bbox mAP', 8),
+    'retinanet': ('retinanet_saevit-t_fpn_1xb2-3e_demo-coco.py',
+                  'coco/bbox_mAP', 'bbox mAP', 3),
     'mask-rcnn': ('mask-rcnn_saevit-t_fpn_1xb2-8e_demo-coco.py',
                   'coco/bbox_mAP', 'bbox mAP', 8),
     'fpn': ('fpn_saevit-t_1xb4-400_demo-ade20k-128x128.py', 'mIoU',

@@ -2,7 +2,7 @@
 import json
 import math
 import os
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 __all__ = ['write_json', 'plot_chart', 'render_table', 'markdown_table']
 
@@ -57,9 +57,10 @@ def table_rows(result: Dict[str, object]) -> List[List[str]]:
         ]
         for key in result['settings']['backbone_sizes_key']:  # type: ignore
             entry = big.get(key)
-            cells.append((
-                _fmt(_median(entry), 0) + _spread(entry)
-            ) if isinstance(entry, dict) and 'median' in entry else 'n/a')
+            if isinstance(entry, dict) and 'median' in entry:
+                cells.append(_fmt(_median(entry), 0) + _spread(entry))
+            else:  # n/a: the model failed at this size; -: not measured
+                cells.append('n/a' if entry else '-')
         cells.append('-' if util is None else f'{100 * util:.1f}%')
         rows.append(cells)
     return rows
@@ -85,6 +86,13 @@ def markdown_table(result: Dict[str, object]) -> str:
         '| ' + ' | '.join('---' for _ in header) + ' |'
     ]
     lines += ['| ' + ' | '.join(row) + ' |' for row in table_rows(result)]
+    settings = result['settings']
+    lines += [
+        '', f'Medians over {settings["repeats"]} interleaved repeats '
+        f'({settings["backbone_repeats"]} for the backbone sizes); ± is half '
+        'the range. n/a: the model fails at that size; -: not measured. '
+        f'Command: `{result.get("command", "")}`.'
+    ]
     return '\n'.join(lines)
 
 
@@ -139,12 +147,37 @@ def render_table(result: Dict[str, object]) -> None:
         console.print_json(data=deploy)
 
 
+def _label_points(ax: object, points: List[Tuple[float, float, str]]) -> None:
+    """Name each point, stepping labels down where they would overlap."""
+    if not points:
+        return
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    placed: List[Tuple[float, float]] = []
+    for x, y, name in sorted(points, key=lambda p: (p[0], -p[1])):
+        offset = 5
+        # a label is ~0.15 of the width wide and ~0.05 of the height tall
+        while any(
+                abs(x - px) /
+                span_x < 0.15 and abs(y + offset * span_y / 250 - py) /
+                span_y < 0.05 for px, py in placed):
+            offset -= 11
+        placed.append((x, y + offset * span_y / 250))
+        ax.annotate(
+            name, (x, y),
+            textcoords='offset points',
+            xytext=(6, offset),
+            fontsize=8)
+
+
 def plot_chart(result: Dict[str, object], path: PathLike) -> None:
     """FLOPs vs throughput, and the attention scaling curves, as a PNG."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
+    points: List[Tuple[float, float, str]] = []
     fig, (ax0, ax1, ax2) = plt.subplots(
         1, 3, figsize=(18, 5), gridspec_kw=dict(width_ratios=[1.3, 1, 1]))
     for model in result['models']:  # type: ignore
@@ -160,11 +193,8 @@ def plot_chart(result: Dict[str, object], path: PathLike) -> None:
             color='tab:red' if ours else 'tab:blue',
             markersize=12 if ours else 7,
             capsize=3)
-        ax0.annotate(
-            model['name'], (model['gflops'], thr['median']),
-            textcoords='offset points',
-            xytext=(5, 5),
-            fontsize=8)
+        points.append((model['gflops'], thr['median'], model['name']))
+    _label_points(ax0, points)
     settings = result['settings']
     ax0.set_xlabel(f'GFLOPs (multiply-adds) @ {settings["img_size"]}²')
     ax0.set_ylabel(f'img/s, batch {settings["batch_size"]} '

@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
+from saevit_mm.deploy import switch_to_deploy
 from .attention_scaling import run_attention_scaling
 from .complexity import count_flops, count_params
 from .peers import build_classifier, default_specs
@@ -51,6 +52,9 @@ class BenchmarkSettings:
         channels_last: Run every model and input in ``channels_last``
             memory format (the same for all models). Defaults to False: the
             layout each implementation uses by itself.
+        fuse_all: Fold BatchNorm into the preceding convolutions of every
+            model (:func:`saevit_mm.deploy.switch_to_deploy`) before timing;
+            FLOPs are still counted on the unfused graph. Defaults to False.
     """
 
     device: str = 'cpu'
@@ -71,6 +75,7 @@ class BenchmarkSettings:
     deploy_models: Tuple[str, ...] = ('SAEViT-t', )
     threads: Optional[int] = None
     channels_last: bool = False
+    fuse_all: bool = False
 
 
 PRESETS: Dict[str, BenchmarkSettings] = {
@@ -228,6 +233,10 @@ def _notes(settings: BenchmarkSettings) -> List[str]:
         'matmul rate counts 2*n^3 FLOP per n x n matmul; FLOP '
         'utilisation = 2 * MACs * img/s / matmul rate.',
         f'memory format: {layout}.',
+        'BatchNorm folded into the preceding convolutions of every model '
+        '(saevit_mm.deploy.switch_to_deploy; "folded_bn" per model).'
+        if settings.fuse_all else 'Models as built (BatchNorm not folded; '
+        'see the [fused] variant rows).',
     ]
 
 
@@ -266,6 +275,11 @@ class _Run:
                         model.backbone) / 1e6
                     row['gflops'] = count_flops(model,
                                                 (1, 3, size, size)) / 1e9
+                    if self.settings.fuse_all:
+                        row['folded_bn'] = len(
+                            switch_to_deploy(
+                                model,
+                                example_input=torch.randn(1, 3, size, size)))
                     model.to(self.device)
                     model.to(memory_format=self.layout)
                     self.models[spec.name] = model

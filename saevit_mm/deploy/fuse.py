@@ -169,7 +169,7 @@ def _default_probe(model: nn.Module,
 def switch_to_deploy(
     model: nn.Module,
     example_input: Optional[torch.Tensor] = None,
-    probe_size: Sequence[int] = (64, 64)
+    probe_size: Sequence[int] = (224, 224)
 ) -> List[str]:
     """Put ``model`` in eval mode and fold every safe conv -> BN pair.
 
@@ -179,7 +179,7 @@ def switch_to_deploy(
             ``None``: a ``1 x C x probe_size`` random tensor, where ``C`` is
             the ``in_channels`` of the first convolution.
         probe_size: Spatial size of the default probe. Defaults to
-            ``(64, 64)``.
+            ``(224, 224)`` (some models accept only their training size).
 
     Returns:
         Names of the BN layers that were folded (now ``nn.Identity``).

@@ -72,6 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         default=None,
         help='run every model and input in channels_last memory format')
+    parser.add_argument(
+        '--fuse-all',
+        action='store_true',
+        default=None,
+        help='fold BatchNorm into the convolutions of every model')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument(
         '--no-progress', action='store_true', help='no progress bars')
@@ -93,7 +98,8 @@ def main(argv=None) -> None:
         deploy_models=(tuple(args.deploy_models)
                        if args.deploy_models else None),
         threads=args.threads,
-        channels_last=args.channels_last)
+        channels_last=args.channels_last,
+        fuse_all=args.fuse_all)
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.perf_counter()
     if args.no_progress:
