@@ -12,7 +12,7 @@ import pytest
 
 from saevit_mm.demo import (CLS_CLASSES, DET_CLASSES, MANIFEST, SEG_CLASSES,
                             DemoDataSpec, SplitSpec, make_demo_data, metainfo,
-                            read_manifest)
+                            generator_digest, read_manifest)
 from saevit_mm.demo.ade20k import label_map
 from saevit_mm.demo.coco import mask_to_polygons
 from saevit_mm.demo.files import image_rng
