@@ -1,4 +1,4 @@
-"""The OpenMMLab stack that tools/setup_env.sh installs works on this machine."""
+"""The OpenMMLab stack that tools/setup_env.sh installs works here."""
 import re
 from importlib.metadata import version
 from pathlib import Path

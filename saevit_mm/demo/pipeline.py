@@ -108,15 +108,19 @@ def test_metrics(work_dir: Path) -> Dict[str, float]:
 
 
 def train_losses(work_dir: Path) -> Dict[str, List[float]]:
-    """``{'step': [...], 'loss': [...]}`` of the newest training run."""
+    """``{'step': [...], 'loss': [...]}`` of the newest training run.
+
+    A test run writes its own ``scalars.json`` without losses, so the newest
+    file that holds any loss is taken.
+    """
     scalars = sorted(
         work_dir.glob('*/vis_data/scalars.json'),
-        key=lambda p: p.stat().st_mtime)
-    steps, losses = [], []
-    for path in scalars[-1:]:
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            if 'loss' in record and 'step' in record:
-                steps.append(record['step'])
-                losses.append(record['loss'])
-    return dict(step=steps, loss=losses)
+        key=lambda p: p.stat().st_mtime,
+        reverse=True)
+    for path in scalars:
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        records = [r for r in records if 'loss' in r and 'step' in r]
+        if records:
+            return dict(step=[r['step'] for r in records],
+                        loss=[r['loss'] for r in records])
+    return dict(step=[], loss=[])

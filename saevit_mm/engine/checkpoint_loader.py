@@ -52,8 +52,10 @@ def _history_buffer_getattr(obj: Any, name: str) -> Callable:
         f'({_history_buffer_methods()}) are allowed.')
 
 
-def runner_checkpoint_globals() -> List[Union[Callable, Tuple[Callable,
-                                                                str]]]:
+GlobalEntry = Union[Callable, Tuple[Callable, str]]
+
+
+def runner_checkpoint_globals() -> List[GlobalEntry]:
     """The globals, besides torch's own, that a runner checkpoint needs."""
     numpy_dtypes = [
         cls for cls in vars(np.dtypes).values()
