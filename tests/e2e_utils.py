@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'configs'
 DEMO_CONFIGS = {
     'cls':
-    CONFIGS / 'demo' / 'saevit-t_1xb16-6e_demo-in1k-64px.py',
+    CONFIGS / 'demo' / 'saevit-t_1xb16-5e_demo-in1k-64px.py',
     'retinanet':
     CONFIGS / 'demo' / 'retinanet_saevit-t_fpn_1xb2-3e_demo-coco.py',
     'mask-rcnn':

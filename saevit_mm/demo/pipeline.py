@@ -7,6 +7,7 @@ log the Runner writes; metrics from the JSON file mmengine's ``LoggerHook``
 dumps after a test.
 """
 import json
+import os
 import re
 import subprocess
 import sys
@@ -39,7 +40,8 @@ def run_tool(args: Sequence[str],
              log: Path,
              on_progress: Optional[Callable[[int, int], None]] = None,
              max_epochs: Optional[int] = None,
-             poll: float = 1.0) -> ToolRun:
+             poll: float = 1.0,
+             env: Optional[Dict[str, str]] = None) -> ToolRun:
     """Run ``python <args>`` from the repository root, logging to ``log``.
 
     Args:
@@ -51,6 +53,8 @@ def run_tool(args: Sequence[str],
             total can be derived from the iterations per epoch. Defaults to
             None.
         poll: Seconds between looks at the log. Defaults to 1.0.
+        env: Variables set for the tool on top of this process's
+            environment (e.g. ``OMP_NUM_THREADS``). Defaults to None.
 
     Returns:
         The run; ``returncode`` is not checked here.
@@ -60,7 +64,11 @@ def run_tool(args: Sequence[str],
     start = time.time()
     with open(log, 'w') as out:
         proc = subprocess.Popen(
-            command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+            command,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
         while proc.poll() is None:
             time.sleep(poll)
             if on_progress is not None:

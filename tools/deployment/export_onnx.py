@@ -47,9 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_weights(model, path: str, prefix: str = '') -> None:
     """Load ``path`` into ``model``; every backbone weight must be there.
 
-    Keys of output norms the export does not use (``norm{i}`` for ``i``
-    outside ``--out-indices``) may be left over; anything missing is an
-    error (it would be exported with random weights).
+    Every key must match: anything missing would be exported with random
+    weights, anything left over means the file is of another model.
     """
     from mmengine.runner.checkpoint import (_load_checkpoint,
                                             _load_checkpoint_with_prefix)
@@ -59,7 +58,6 @@ def load_weights(model, path: str, prefix: str = '') -> None:
         state = _load_checkpoint(path, 'cpu')
         state = state.get('state_dict', state)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    unexpected = [k for k in unexpected if not k.startswith('norm')]
     if missing or unexpected:
         raise KeyError(f'{path} does not match SAEViT: missing keys '
                        f'{missing}, unexpected keys {unexpected} (check '

@@ -89,7 +89,11 @@ class SAEViT(BaseModule):
 
     Submodules (their names are the checkpoint format): ``stem``,
     ``stages.{i}.downsample`` (``i > 0``), ``stages.{i}.blocks.{j}`` and
-    ``norm{i}`` for every ``i`` in ``out_indices``.
+    ``norm{i}`` for every stage. Each stage ends in its ``norm{i}`` on the
+    main path (the PVTv2 layout), so stage ``i`` returns and passes on the
+    normalised map, and every checkpoint holds every key, whatever
+    ``out_indices`` it was trained with: a classifier's weights fill a
+    detector's four-output backbone completely.
 
     Args:
         arch: A key of :attr:`arch_zoo` (``'t'``/``'tiny'``,
@@ -228,8 +232,8 @@ class SAEViT(BaseModule):
                     use_dwsconv=use_dwsconv,
                     act_cfg=act_cfg))
 
-        # output norms
-        for i in self.out_indices:
+        # stage norms, on the main path (outputs or not)
+        for i in range(self.num_stages):
             self.add_module(f'norm{i}',
                             build_norm_layer(norm_cfg, embed_dims[i])[1])
         self.out_channels: Tuple[int, ...] = tuple(
@@ -282,9 +286,9 @@ class SAEViT(BaseModule):
         x = self.stem(x)
         outs = []
         for i, stage in enumerate(self.stages):
-            x = stage(x)
+            x = getattr(self, f'norm{i}')(stage(x))
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x).contiguous())
+                outs.append(x.contiguous())
         return tuple(outs)
 
     def _frozen_modules(self):
@@ -292,8 +296,7 @@ class SAEViT(BaseModule):
             yield self.stem
         for i in range(self.frozen_stages):
             yield self.stages[i]
-            if i in self.out_indices:
-                yield getattr(self, f'norm{i}')
+            yield getattr(self, f'norm{i}')
 
     def _freeze_stages(self) -> None:
         for module in self._frozen_modules():
@@ -348,8 +351,9 @@ class SAEViT(BaseModule):
         Returns:
             ``(layer_id, num_layers)``: the stem is 0, block ``j`` of the
             network (counted over all stages, downsampling with the first
-            block of its stage) is ``j + 1``, anything else (output norms,
-            non-backbone parameters) is ``num_layers - 1``.
+            block of its stage) is ``j + 1``, ``norm{i}`` goes with the last
+            block of stage ``i``, anything else (non-backbone parameters) is
+            ``num_layers - 1``.
         """
         depths = self.arch_settings['depths']
         num_layers = sum(depths) + 2
@@ -363,4 +367,6 @@ class SAEViT(BaseModule):
             stage = int(parts[1])
             block = int(parts[3]) if parts[2] == 'blocks' else 0
             return sum(depths[:stage]) + block + 1, num_layers
+        if parts[0].startswith('norm') and parts[0][4:].isdigit():
+            return sum(depths[:int(parts[0][4:]) + 1]), num_layers
         return num_layers - 1, num_layers

@@ -64,7 +64,9 @@ def test_custom_arch_with_other_stage_count(tiny_arch):
 def test_submodule_names_are_the_checkpoint_format(tiny_arch):
     model = SAEViT(tiny_arch, out_indices=(1, 3))
     names = dict(model.named_children())
-    assert set(names) == {'stem', 'stages', 'norm1', 'norm3'}
+    # every stage has its norm, output or not (it is on the main path)
+    assert set(names) == {'stem', 'stages', 'norm0', 'norm1', 'norm2',
+                          'norm3'}
     assert model.stages[0].downsample is None
     keys = model.state_dict().keys()
     for i, depth in enumerate(tiny_arch['depths']):
@@ -234,13 +236,12 @@ def _frozen_and_trainable(model, frozen_stages):
     frozen = [model.stem] if frozen_stages >= 0 else []
     for i in range(max(frozen_stages, 0)):
         frozen.append(model.stages[i])
-        if hasattr(model, f'norm{i}'):
-            frozen.append(getattr(model, f'norm{i}'))
+        frozen.append(getattr(model, f'norm{i}'))
     trainable = [
         model.stages[i] for i in range(max(frozen_stages, 0), 4)
     ] + [
         getattr(model, f'norm{i}')
-        for i in model.out_indices if i >= frozen_stages
+        for i in range(max(frozen_stages, 0), 4)
     ]
     return frozen, trainable
 
@@ -400,8 +401,11 @@ def test_get_layer_depth(tiny_arch):
         3, num_layers)
     assert model.get_layer_depth('stages.2.blocks.1.norm1.weight') == (
         4, num_layers)
-    assert model.get_layer_depth('norm3.weight') == (num_layers - 1,
+    # norm{i} ends stage i: it goes with that stage's last block
+    assert model.get_layer_depth('norm3.weight') == (num_layers - 2,
                                                      num_layers)
+    assert model.get_layer_depth('norm0.bias') == (tiny_arch['depths'][0],
+                                                   num_layers)
     assert model.get_layer_depth('head.fc.weight', 'backbone.') == (
         num_layers - 1, num_layers)
     depths = {
