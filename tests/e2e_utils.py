@@ -19,11 +19,11 @@ DEMO_CONFIGS = {
     'cls':
     CONFIGS / 'demo' / 'saevit-t_1xb16-5e_demo-in1k-64px.py',
     'retinanet':
-    CONFIGS / 'demo' / 'retinanet_saevit-t_fpn_1xb2-3e_demo-coco.py',
+    CONFIGS / 'demo' / 'retinanet_saevit-t_fpn_1xb2-4e_demo-coco.py',
     'mask-rcnn':
-    CONFIGS / 'demo' / 'mask-rcnn_saevit-t_fpn_1xb2-8e_demo-coco.py',
+    CONFIGS / 'demo' / 'mask-rcnn_saevit-t_fpn_1xb2-4e_demo-coco.py',
     'fpn':
-    CONFIGS / 'demo' / 'fpn_saevit-t_1xb4-400_demo-ade20k-128x128.py',
+    CONFIGS / 'demo' / 'fpn_saevit-t_1xb4-800_demo-ade20k-128x128.py',
     'upernet':
     CONFIGS / 'demo' / 'upernet_saevit-t_1xb4-400_demo-ade20k-128x128.py',
 }
@@ -31,10 +31,11 @@ DEMO_CONFIGS = {
 #: --cfg-options that shrink each demo run to a handful of iterations.
 TINY_OPTIONS: Dict[str, List[str]] = {
     'cls': [
-        # two epochs of one batch: the recipe's warm-up ends after epoch 1
+        # two epochs of four batches: the demo's quarter-epoch warm-up needs
+        # at least four iterations an epoch (it ends at int(0.25 * 4) = 1)
         'train_cfg.max_epochs=2',
         'train_dataloader.dataset.indices=8',
-        'train_dataloader.batch_size=8',
+        'train_dataloader.batch_size=2',
         'val_dataloader.batch_size=8',
         'test_dataloader.batch_size=8',
         'train_dataloader.num_workers=0',

@@ -16,6 +16,7 @@
 Every step runs ``tools/*.py`` as a subprocess, as a user would.
 """
 import argparse
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,11 +38,11 @@ DEMO_CONFIGS = REPO / 'configs' / 'demo'
 TASKS = {
     'classification': ('saevit-t_1xb16-5e_demo-in1k-64px.py',
                        'accuracy/top1', 'top-1 acc. (%)'),
-    'retinanet': ('retinanet_saevit-t_fpn_1xb2-3e_demo-coco.py',
+    'retinanet': ('retinanet_saevit-t_fpn_1xb2-4e_demo-coco.py',
                   'coco/bbox_mAP', 'bbox mAP'),
-    'mask-rcnn': ('mask-rcnn_saevit-t_fpn_1xb2-8e_demo-coco.py',
+    'mask-rcnn': ('mask-rcnn_saevit-t_fpn_1xb2-4e_demo-coco.py',
                   'coco/bbox_mAP', 'bbox mAP'),
-    'fpn': ('fpn_saevit-t_1xb4-400_demo-ade20k-128x128.py', 'mIoU',
+    'fpn': ('fpn_saevit-t_1xb4-800_demo-ade20k-128x128.py', 'mIoU',
             'mIoU (%)'),
     'upernet': ('upernet_saevit-t_1xb4-400_demo-ade20k-128x128.py', 'mIoU',
                 'mIoU (%)'),
@@ -102,11 +103,15 @@ def train_and_test(task: str,
         raise StepFailed(f'{task}: metric {metric!r} missing from the test '
                          f'results {sorted(metrics)}; log: {test.log}')
     value = float(metrics[metric])
+    text = f'{value:.1f}'
     if metric.startswith('coco/'):
         value *= 100  # CocoMetric reports fractions
         metric_name = metric_name + ' (%)'
+        text = f'{value:.1f}'
+        if f'{metric}_50' in metrics:  # the looser IoU 0.5 threshold too
+            text += f' (mAP50 {100 * float(metrics[metric + "_50"]):.1f})'
     return dict(
-        task=task, config=config, metric=metric_name, value=value,
+        task=task, config=config, metric=metric_name, value=value, text=text,
         checkpoint=checkpoint, train_s=train.seconds, test_s=test.seconds,
         curve=train_losses(work_dir),
         images=painted_images(work_dir, count=3))
@@ -129,6 +134,9 @@ def main() -> None:
         help='CPU threads of each of the two fine-tunings, which run side '
         'by side; 0 runs them one after the other with all threads')
     args = parser.parse_args()
+    if args.parallel_threads < 0:
+        parser.error('--parallel-threads must be >= 0 (0: one fine-tuning '
+                     f'after the other), got {args.parallel_threads}')
     out = args.out.resolve()
     start = time.time()
     results = []
@@ -169,7 +177,7 @@ def main() -> None:
         table.add_column(name, justify='right' if name in (
             'value', 'train', 'test') else 'left')
     for r in results:
-        table.add_row(r['task'], r['config'], r['metric'], f"{r['value']:.1f}",
+        table.add_row(r['task'], r['config'], r['metric'], r['text'],
                       f"{r['train_s'] / 60:.1f} min",
                       f"{r['test_s']:.0f} s")
     console.print(table)
@@ -177,10 +185,22 @@ def main() -> None:
         out / 'demo.png',
         curves={r['task']: r['curve'] for r in results},
         images={r['task']: r['images'] for r in results},
-        titles={r['task']: f"{r['task']}: {r['metric']} {r['value']:.1f}"
+        titles={r['task']: f"{r['task']}: {r['metric']} {r['text']}"
                 for r in results})
+    total = time.time() - start
+    summary = out / 'results.json'
+    summary.write_text(
+        json.dumps(
+            dict(
+                total_s=round(total, 1),
+                results=[{
+                    k: str(v) if isinstance(v, Path) else v
+                    for k, v in r.items() if k not in ('curve', 'images')
+                } for r in results]),
+            indent=2))
     console.print(f'picture: {figure}')
-    console.print(f'total time: {(time.time() - start) / 60:.1f} min')
+    console.print(f'results: {summary}')
+    console.print(f'total time: {total / 60:.1f} min')
 
 
 if __name__ == '__main__':

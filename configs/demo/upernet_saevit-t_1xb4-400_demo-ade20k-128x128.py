@@ -34,12 +34,13 @@ test_pipeline = [
     dict(step, **demo_scale.get(step.type, {}))
     for step in _base_.test_pipeline
 ]
+# one worker: the demo runs this fine-tuning on one core
 train_dataloader = dict(
     batch_size=4,
-    num_workers=2,
+    num_workers=1,
     dataset=dict(demo_dataset, pipeline=train_pipeline))
 val_dataloader = dict(
-    num_workers=2, dataset=dict(demo_dataset, pipeline=test_pipeline))
+    num_workers=1, dataset=dict(demo_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 norm_cfg = dict(type='BN', requires_grad=True)

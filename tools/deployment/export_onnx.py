@@ -61,7 +61,7 @@ def load_weights(model, path: str, prefix: str = '') -> None:
     if missing or unexpected:
         raise KeyError(f'{path} does not match SAEViT: missing keys '
                        f'{missing}, unexpected keys {unexpected} (check '
-                       '--arch, --prefix and --out-indices)')
+                       '--arch and --prefix)')
 
 
 def main(argv=None) -> None:

@@ -9,8 +9,8 @@ Sparsely Aggregated Attention (SAA), the Channel-Interactive FFN (CIFFN) and
 DWSConv, at about 0.8 and 1.3 GFLOPs for the two variants. The paper's code
 and architecture tables are not public, so everything else (stem,
 downsampling, block layout, widths, depths, heads, sample ratios, the
-multi-scale attention variant) is our design, calibrated to those FLOPs; see
-``docs/architecture.md``.
+multi-scale attention variant) is our design, calibrated to those FLOPs; the
+README's architecture section lists each choice.
 """
 from typing import Dict, Optional, Sequence, Tuple, Union
 

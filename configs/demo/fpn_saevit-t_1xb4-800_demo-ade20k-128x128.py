@@ -34,10 +34,11 @@ test_pipeline = [
     dict(step, **demo_scale.get(step.type, {}))
     for step in _base_.test_pipeline
 ]
+# one worker: the demo runs this fine-tuning on one core
 train_dataloader = dict(
-    num_workers=2, dataset=dict(demo_dataset, pipeline=train_pipeline))
+    num_workers=1, dataset=dict(demo_dataset, pipeline=train_pipeline))
 val_dataloader = dict(
-    num_workers=2, dataset=dict(demo_dataset, pipeline=test_pipeline))
+    num_workers=1, dataset=dict(demo_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 norm_cfg = dict(type='BN', requires_grad=True)
@@ -46,9 +47,9 @@ model = dict(
     backbone=dict(norm_cfg=norm_cfg),
     decode_head=dict(norm_cfg=norm_cfg, num_classes=num_classes))
 
-# Schedule: 400 iterations, validation and checkpoint every 200.
-max_iters = 400
-train_cfg = dict(max_iters=max_iters, val_interval=200)
+# Schedule: 800 iterations, validation and checkpoint at the end.
+max_iters = 800
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(
         type='PolyLR',
@@ -59,4 +60,5 @@ param_scheduler = [
         by_epoch=False)
 ]
 default_hooks = dict(
-    logger=dict(interval=20), checkpoint=dict(interval=200, max_keep_ckpts=1))
+    logger=dict(interval=20),
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
