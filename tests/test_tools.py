@@ -12,7 +12,8 @@ from mmengine.config import Config
 
 from saevit_mm.engine.cli import (VISUALIZATION_HOOKS, apply_train_args,
                                   enable_visualization, load_config,
-                                  test_parser, train_parser)
+                                  train_parser)
+from saevit_mm.engine.cli import test_parser as make_test_parser
 
 CLS_CONFIG = str(CONFIGS / 'cls' / 'saevit-t_8xb128-coslr-300e_in1k.py')
 
@@ -105,7 +106,7 @@ def test_show_dir_rejects_unknown_scope():
 
 def test_test_parser_requires_checkpoint():
     with pytest.raises(SystemExit):
-        test_parser().parse_args([CLS_CONFIG])
+        make_test_parser().parse_args([CLS_CONFIG])
 
 
 # ---------------------------------------------------------------------------
