@@ -8,7 +8,7 @@
 # (top-1 on its 10 classes):
 # - the four regularisers the 300-epoch recipe needs against overfitting --
 #   Mixup, CutMix, RandAugment and RandomErasing -- are off: with them the
-#   model stays near chance (11-17% after 320-400 iterations; 37.5% without);
+#   model stays near chance (9-17% after 320-400 iterations; 37.5% without);
 # - RandomResizedCrop keeps at least 35% of the image instead of 8%: a demo
 #   image holds small shapes of other classes, which a tighter crop can
 #   isolate under the wrong label;
