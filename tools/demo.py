@@ -103,13 +103,13 @@ def train_and_test(task: str,
         raise StepFailed(f'{task}: metric {metric!r} missing from the test '
                          f'results {sorted(metrics)}; log: {test.log}')
     value = float(metrics[metric])
-    text = f'{value:.1f}'
-    if metric.startswith('coco/'):
+    coco = metric.startswith('coco/')
+    if coco:
         value *= 100  # CocoMetric reports fractions
         metric_name = metric_name + ' (%)'
-        text = f'{value:.1f}'
-        if f'{metric}_50' in metrics:  # the looser IoU 0.5 threshold too
-            text += f' (mAP50 {100 * float(metrics[metric + "_50"]):.1f})'
+    text = f'{value:.1f}'
+    if coco and f'{metric}_50' in metrics:  # the looser IoU 0.5 threshold
+        text += f' (mAP50 {100 * float(metrics[metric + "_50"]):.1f})'
     return dict(
         task=task, config=config, metric=metric_name, value=value, text=text,
         checkpoint=checkpoint, train_s=train.seconds, test_s=test.seconds,
