@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from saevit_mm.benchmark.attention_scaling import fit_exponent
-from saevit_mm.benchmark.peers import GAPLinearClassifier, default_specs
-from saevit_mm.benchmark.runner import _goals
-from saevit_mm.benchmark.timing import interleave, summarize
+from benchmark_utils.attention_scaling import fit_exponent
+from benchmark_utils.peers import GAPLinearClassifier, default_specs
+from benchmark_utils.runner import _goals
+from benchmark_utils.timing import interleave, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,9 +21,9 @@ import shlex
 import sys
 import time
 
-from saevit_mm.benchmark import PRESETS, run_benchmark, settings_from_preset
-from saevit_mm.benchmark.report import (markdown_table, plot_chart,
-                                        render_table, write_json)
+from benchmark_utils import PRESETS, run_benchmark, settings_from_preset
+from benchmark_utils.report import (markdown_table, plot_chart, render_table,
+                                    write_json)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

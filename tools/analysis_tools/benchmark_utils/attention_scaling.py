@@ -197,11 +197,11 @@ def _in_subprocess(kind: str, arch: str, size: int, device: str, iters: int,
     A fresh ``python -m`` process (not ``multiprocessing``) does not
     re-import the caller's ``__main__`` and starts with a clean allocator.
     """
-    package_root = os.path.dirname(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # the folder that holds this package (tools/analysis_tools)
+    tools_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (package_root, env.get('PYTHONPATH')) if p)
+        p for p in (tools_dir, env.get('PYTHONPATH')) if p)
     cmd = [
         sys.executable, '-m', __name__, kind, arch,
         str(size), device,
@@ -330,8 +330,9 @@ def run_attention_scaling(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``python -m saevit_mm.benchmark.attention_scaling KIND ARCH SIZE
-    DEVICE ITERS THREADS``: print one :func:`measure_point` result as JSON.
+    """``python -m benchmark_utils.attention_scaling KIND ARCH SIZE DEVICE
+    ITERS THREADS`` (from ``tools/analysis_tools``): print one
+    :func:`measure_point` result as JSON.
     """
     kind, arch, size, device, iters, threads = (argv or sys.argv[1:])[:6]
     result = measure_point(kind, arch, int(size), device, int(iters),
