@@ -1,4 +1,4 @@
-"""The benchmark: statistics, fits, goals, and one tiny end-to-end run."""
+"""The benchmark: statistics, fits, and one tiny end-to-end run."""
 import importlib.util
 import json
 import math
@@ -8,7 +8,6 @@ import pytest
 import torch
 from benchmark_utils.attention_scaling import fit_exponent
 from benchmark_utils.peers import GAPLinearClassifier, default_specs
-from benchmark_utils.runner import _goals
 from benchmark_utils.timing import interleave, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,23 +63,6 @@ def test_fit_exponent_recovers_power_law(power):
     ys = [3.0 * x**power for x in xs]
     assert fit_exponent(xs, ys) == pytest.approx(power)
     assert fit_exponent([1.0], [1.0]) is None
-
-
-def test_goals_use_measured_medians():
-    rows = {
-        'SAEViT-t': dict(throughput=dict(median=110.0)),
-        'EdgeNeXt-xsmall': dict(throughput=dict(median=100.0)),
-        'PVTv2-b0': dict(throughput=dict(median=220.0)),
-    }
-    attention = dict(points=[dict(size=512, speedup=10.0)])
-    goals = {g['goal']: g for g in _goals(rows, attention)}
-    edge = goals['SAEViT-t img/s >= EdgeNeXt-xsmall img/s']
-    assert edge['met'] and edge['ratio'] == pytest.approx(1.1)
-    pvt = goals['SAEViT-t img/s >= PVTv2-b0 img/s']
-    assert not pvt['met'] and pvt['ratio'] == pytest.approx(0.5)
-    attn = [g for g in goals.values() if 'speedup' in g][0]
-    assert not attn['met'] and attn['speedup'] == 10.0
-    assert len(goals) == 3  # absent models give no goal
 
 
 @pytest.mark.parametrize('shape', [(2, 8, 5, 5), (2, 8, 9), (2, 8)])

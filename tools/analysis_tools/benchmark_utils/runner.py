@@ -180,38 +180,6 @@ def _forward_task(forward: Callable[[torch.Tensor], object], x: torch.Tensor,
     return task
 
 
-def _goals(rows: Dict[str, Dict[str, object]],
-           attention: Optional[Dict[str, object]]) -> List[Dict[str, object]]:
-    """Issue 5 targets, evaluated on this run's medians."""
-    pairs = [('SAEViT-t', p)
-             for p in ('EdgeNeXt-xsmall', 'MobileViT-x_small', 'PVTv2-b0')]
-    pairs += [('SAEViT-s', p) for p in ('EdgeNeXt-small', 'MobileViT-small',
-                                        'EfficientFormer-l1')]
-    goals = []
-    for ours, peer in pairs:
-        a = rows.get(ours, {}).get('throughput')
-        b = rows.get(peer, {}).get('throughput')
-        if not a or not b:
-            continue
-        ratio = a['median'] / b['median']  # type: ignore
-        goals.append(
-            dict(
-                goal=f'{ours} img/s >= {peer} img/s',
-                ratio=ratio,
-                met=ratio >= 1.0))
-    if attention:
-        for point in attention['points']:  # type: ignore
-            if point['size'] == 512 and 'speedup' in point:
-                goals.append(
-                    dict(
-                        goal='stage-1 SAA >= 20x faster than full '
-                        'attention @512x512',
-                        ratio=point['speedup'] / 20.0,
-                        speedup=point['speedup'],
-                        met=point['speedup'] >= 20.0))
-    return goals
-
-
 def _error(exc: BaseException) -> str:
     return f'{type(exc).__name__}: {exc}'.split('\n')[0]
 
@@ -437,7 +405,6 @@ def run_benchmark(settings: BenchmarkSettings,
         result['attention'] = attention
     result['models'] = run.collect(thr, lat, big, big_errors, matmul,
                                    size_keys)
-    result['goals'] = _goals(run.rows, attention)
     return result
 
 
