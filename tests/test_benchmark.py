@@ -11,16 +11,7 @@ from benchmark_utils.peers import GAPLinearClassifier, default_specs
 from benchmark_utils.timing import interleave, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared CPU, oversubscribed OpenMP threads make
-    small forward passes up to 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def test_summarize_median_range_iqr():

@@ -8,15 +8,7 @@ from torch import nn
 from saevit_mm.deploy import (check_onnx, export_onnx, find_conv_bn_pairs,
                               switch_to_deploy)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared CPU, oversubscribed OpenMP threads make
-    small forward passes up to 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _randomize_bn(model: nn.Module, seed: int = 0) -> None:
