@@ -1,4 +1,6 @@
-"""Packaging for saevit_mm: version from version.py, pins from requirements/."""
+"""Packaging for saevit_mm: version from version.py, version ranges from
+requirements/*.txt (the exact stacks CI tests are in requirements/constraints/).
+"""
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -28,7 +30,15 @@ setup(
     long_description=(HERE / 'README.md').read_text(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['saevit_mm', 'saevit_mm.*']),
-    python_requires='>=3.10',
+    # 3.12 is excluded: torch 2.1 (our lowest supported torch) has no 3.12
+    # wheels, and mmengine 0.10.7 imports distutils (removed in 3.12) in the
+    # environment report every Runner writes
+    python_requires='>=3.10,<3.12',
+    classifiers=[
+        'Programming Language :: Python :: 3.10',
+        'Programming Language :: Python :: 3.11',
+        'License :: OSI Approved :: Apache Software License',
+    ],
     install_requires=read_requirements('runtime'),
     extras_require={
         **hosts,

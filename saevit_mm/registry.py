@@ -1,8 +1,8 @@
 """Registration of saevit_mm modules: the only module that knows registries.
 
-Choice (option A of ``shared/reference/style.md`` section 2): a child registry
-of mmengine's root ``MODELS`` with the scope ``saevit_mm`` (the mmyolo
-pattern), and every class is also added to mmengine's root ``MODELS``.
+Choice: a child registry of mmengine's root ``MODELS`` with the scope
+``saevit_mm`` (the mmyolo pattern), and every class is also added to
+mmengine's root ``MODELS``.
 
 * ``type='SAEViT'`` resolves under any default scope (mmpretrain, mmdet,
   mmseg, or a future host), because every host registry has the root as

@@ -1,8 +1,9 @@
 """Shared fixtures: a tiny custom SAEViT arch and seeded randomness.
 
-The helper modules of the tools (``tools/analysis_tools/benchmark_utils/``)
-are importable from the tests: their folders are appended to ``sys.path``,
-as Python puts a script's folder there when it runs.
+The helper modules of the tools (``tools/demo_steps.py``,
+``tools/misc/demo_data/``, ``tools/analysis_tools/benchmark_utils/``) are
+importable from the tests: their folders are appended to ``sys.path``, as
+Python puts a script's folder there when it runs.
 """
 import random
 import sys
@@ -15,7 +16,7 @@ import torch
 from test_models.test_backbones.utils import TINY_ARCH
 
 TOOLS = Path(__file__).resolve().parents[1] / 'tools'
-for folder in (TOOLS / 'analysis_tools', ):
+for folder in (TOOLS, TOOLS / 'misc', TOOLS / 'analysis_tools'):
     if str(folder) not in sys.path:
         sys.path.append(str(folder))  # after the standard library
 

@@ -3,17 +3,18 @@
 Not a test module. The demo data is generated once per pytest session into
 the session's base temp directory and reused by every test that needs it.
 """
-import json
 import math
 import os
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import pytest
+from demo_data import DemoDataSpec, make_demo_data
+from demo_steps import REPO, Step, StepFailed, last_checkpoint  # noqa: F401
+from demo_steps import read_test_metrics, run_step  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'configs'
 DEMO_CONFIGS = {
     'cls':
@@ -70,11 +71,10 @@ TINY_OPTIONS: Dict[str, List[str]] = {
 
 def demo_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny demo data of all three tasks, made once per session."""
-    demo = pytest.importorskip('saevit_mm.demo')
     root = tmp_path_factory.getbasetemp() / 'demo_data'
     done = root / '.complete'
     if not done.exists():
-        demo.make_demo_data(root, spec=demo.DemoDataSpec.tiny())
+        make_demo_data(root, spec=DemoDataSpec.tiny())
         done.touch()
     return root
 
@@ -98,35 +98,22 @@ def run_tool(args: Sequence[str],
              env_extra: Optional[Dict[str, str]] = None,
              check: bool = True) -> subprocess.CompletedProcess:
     """Run a tool from the repository root (with ``sys.executable`` unless
-    ``python`` is False); with ``check``, fail the test on a non-zero exit,
-    showing the end of the output."""
-    command = [sys.executable, *map(str, args)] if python else list(
-        map(str, args))
+    ``python`` is False), as the demo does (:func:`demo_steps.run_step`);
+    with ``check``, fail the test on a non-zero exit, showing the end of the
+    output. The output is in the result's ``stdout``."""
     env = tool_env(data_root)
     env.update(env_extra or {})
-    proc = subprocess.run(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout)
-    if check and proc.returncode != 0:
-        tail = '\n'.join(proc.stdout.splitlines()[-60:])
-        pytest.fail(f'{" ".join(command)} exited with {proc.returncode}:\n'
-                    f'{tail}')
-    return proc
-
-
-def read_test_metrics(work_dir: Path) -> Dict[str, float]:
-    """Metrics of the latest test run in ``work_dir`` (LoggerHook JSON)."""
-    runs = sorted(p for p in work_dir.iterdir()
-                  if p.is_dir() and (p / f'{p.name}.json').exists())
-    assert runs, f'no <timestamp>/<timestamp>.json in {work_dir}'
-    latest = runs[-1]
-    lines = (latest / f'{latest.name}.json').read_text().splitlines()
-    return json.loads(lines[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        step = Step(
+            'tool', args, Path(tmp) / 'tool.log', env=env, timeout=timeout,
+            **({} if python else dict(interpreter=())))
+        run = run_step(step, poll=0.2, check=False)
+        output = step.log.read_text(errors='replace')
+    if check and run.returncode != 0:
+        tail = '\n'.join(output.splitlines()[-60:])
+        pytest.fail(f'{" ".join(run.command)} exited with {run.returncode}:'
+                    f'\n{tail}')
+    return subprocess.CompletedProcess(run.command, run.returncode, output)
 
 
 def assert_finite(metrics: Dict[str, float], keys: Sequence[str]) -> None:
@@ -154,10 +141,3 @@ def train_demo(tmp_path_factory: pytest.TempPathFactory,
                  data_root=data_root)
         done.touch()
     return work_dir
-
-
-def last_checkpoint(work_dir: Path) -> Path:
-    """The checkpoint mmengine's ``last_checkpoint`` file points to."""
-    pointer = work_dir / 'last_checkpoint'
-    assert pointer.exists(), f'no checkpoint was saved in {work_dir}'
-    return Path(pointer.read_text().strip())

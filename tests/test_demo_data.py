@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from saevit_mm.demo import (CLS_CLASSES, DET_CLASSES, MANIFEST, SEG_CLASSES,
-                            DemoDataSpec, SplitSpec, make_demo_data, metainfo,
-                            generator_digest, read_manifest)
-from saevit_mm.demo.ade20k import label_map
-from saevit_mm.demo.coco import mask_to_polygons
-from saevit_mm.demo.files import image_rng
-from saevit_mm.demo.recipes import classification_scene, multi_object_scene
+from demo_data import (CLS_CLASSES, DET_CLASSES, MANIFEST, SEG_CLASSES,
+                       DemoDataSpec, SplitSpec, make_demo_data, metainfo,
+                       generator_digest, read_manifest)
+from demo_data.ade20k import label_map
+from demo_data.coco import mask_to_polygons
+from demo_data.files import image_rng
+from demo_data.recipes import classification_scene, multi_object_scene
 
 TOOL = Path(__file__).parents[1] / 'tools' / 'misc' / 'make_demo_data.py'
 TINY = DemoDataSpec.tiny()
@@ -309,6 +309,28 @@ def test_metainfo_and_palette():
         assert len(meta['palette']) == len(classes)
     with pytest.raises(KeyError, match='allowed tasks'):
         metainfo('pose')
+
+
+@pytest.mark.parametrize(
+    'config,task',
+    [(name, 'cls') for name in ('saevit-t_1xb16-5e_demo-in1k-64px.py', )] +
+    [(name, 'det')
+     for name in ('retinanet_saevit-t_fpn_1xb2-4e_demo-coco.py',
+                  'mask-rcnn_saevit-t_fpn_1xb2-4e_demo-coco.py')] +
+    [(name, 'seg')
+     for name in ('fpn_saevit-t_1xb4-800_demo-ade20k-128x128.py',
+                  'upernet_saevit-t_1xb4-400_demo-ade20k-128x128.py')])
+def test_demo_configs_name_the_generated_classes(config, task):
+    """The demo configs spell the classes out (a config must not import the
+    tools); they must be the generator's, in its order and colours."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(Path(__file__).parents[1] / 'configs' / 'demo' /
+                          config)
+    meta = metainfo(task)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        written = cfg[loader].dataset.metainfo
+        assert tuple(written['classes']) == meta['classes'], loader
+        assert [tuple(c) for c in written['palette']] == list(meta['palette'])
 
 
 def test_cli_generates_then_skips(tmp_path, capsys):

@@ -1,29 +1,66 @@
 """The OpenMMLab stack that tools/setup_env.sh installs works here."""
-import re
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import List, Optional
 
 import pytest
 import torch
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 REQUIREMENTS = Path(__file__).parents[1] / 'requirements'
+#: what the package declares (ranges) and the stacks CI tests (exact pins)
+DECLARED = ('runtime', 'mminstall', 'cls', 'det', 'seg')
+STACKS = sorted(REQUIREMENTS.glob('constraints/*.txt'))
 
 
-def pinned_versions():
-    """``(distribution, version)`` for every ``==`` pin in requirements/."""
-    pins = []
-    for path in sorted(REQUIREMENTS.glob('*.txt')):
-        for line in path.read_text().splitlines():
-            match = re.fullmatch(r'\s*([A-Za-z0-9_.-]+)==([^\s#;]+).*', line)
-            if match:
-                pins.append(pytest.param(*match.groups(), id=match[1]))
-    return pins
+def _requirements(path: Path) -> List[Requirement]:
+    lines = (ln.split('#')[0].strip() for ln in path.read_text().splitlines())
+    return [Requirement(ln) for ln in lines if ln]
 
 
-@pytest.mark.parametrize('dist,expected', pinned_versions())
-def test_installed_versions_match_the_pins(dist, expected):
-    # local build tags (+cu130, +cpu) do not change the release
-    assert version(dist).split('+')[0] == expected
+def _installed(name: str) -> Optional[Version]:
+    try:  # local build tags (+cu130, +cpu) do not change the release
+        return Version(version(name).split('+')[0])
+    except PackageNotFoundError:
+        return None
+
+
+@pytest.mark.parametrize(
+    'req', [r for name in DECLARED
+            for r in _requirements(REQUIREMENTS / f'{name}.txt')],
+    ids=str)
+def test_installed_versions_are_in_the_declared_ranges(req):
+    installed = _installed(req.name)
+    assert installed is not None, f'{req.name} is not installed'
+    assert req.specifier.contains(installed, prereleases=True), (
+        f'{req.name} {installed} is outside {req}')
+
+
+def test_declared_requirements_pin_no_exact_version():
+    """Ranges only: a user's torch/numpy/mmcv must not be replaced."""
+    for name in DECLARED:
+        for req in _requirements(REQUIREMENTS / f'{name}.txt'):
+            assert not any(s.operator in ('==', '===') for s in req.specifier
+                           ), f'{name}.txt pins {req} exactly'
+
+
+def test_this_environment_is_one_of_the_tested_stacks():
+    """Every exact pin of the stack whose torch is installed holds here."""
+    torch_version = _installed('torch')
+    matching = [
+        path for path in STACKS
+        if any(r.name == 'torch' and r.specifier.contains(torch_version)
+               for r in _requirements(path))
+    ]
+    assert len(matching) == 1, (
+        f'torch {torch_version} matches {len(matching)} of {STACKS}')
+    for req in _requirements(matching[0]):
+        installed = _installed(req.name)
+        if installed is None:  # constraints may name what is not installed
+            continue
+        assert req.specifier.contains(installed, prereleases=True), (
+            f'{matching[0].name}: {req.name} {installed} is not {req}')
 
 
 def test_host_config_bases_resolve(tmp_path):

@@ -4,10 +4,11 @@
 #
 #   bash tools/build_mmcv.sh PYTHON VERSION WHEEL_DIR
 #
-# Two fixes are applied (see README, "Why these pins"):
+# Two fixes (see DEVELOPERS.md):
 # * --no-build-isolation, so torch is visible and the ops are compiled
 #   (MMCV_WITH_OPS=1); otherwise mmcv silently builds without `mmcv._ext`;
-# * -std=c++17 -> -std=c++20 in setup.py: torch 2.14 headers refuse C++17.
+# * -std=c++17 -> -std=c++20 in setup.py, only where torch's headers refuse
+#   C++17 (torch 2.14 does; torch 2.1 builds as mmcv ships).
 set -euo pipefail
 PY="$1"
 VERSION="$2"
@@ -24,8 +25,12 @@ echo "[mmcv] less on more. The wheel is cached in $WHEEL_DIR."
   --no-binary :all: "mmcv==$VERSION" -d "$WORK"
 tar -xzf "$WORK/mmcv-$VERSION.tar.gz" -C "$WORK"
 SRC="$WORK/mmcv-$VERSION"
-sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
-grep -q -- '-std=c++20' "$SRC/setup.py" || { echo "[mmcv] could not patch $SRC/setup.py" >&2; exit 1; }
+TORCH_INCLUDE="$("$PY" -c 'from torch.utils.cpp_extension import include_paths; print(include_paths()[0])')"
+if grep -qs "C++20 or later compatible compiler is required" "$TORCH_INCLUDE/ATen/ATen.h"; then
+  echo "[mmcv] this torch's headers need C++20: building mmcv with -std=c++20"
+  sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
+  grep -q -- '-std=c++20' "$SRC/setup.py" || { echo "[mmcv] could not patch $SRC/setup.py" >&2; exit 1; }
+fi
 
 # CPU sources; a CUDA build compiles the .cu files of pytorch/cuda too
 total=$(find "$SRC/mmcv/ops/csrc/pytorch" "$SRC/mmcv/ops/csrc/pytorch/cpu" \

@@ -18,10 +18,10 @@ Every step runs ``tools/*.py`` as a subprocess, as a user would.
 import argparse
 import json
 import os
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from mmengine.config import Config
 from rich.console import Console
@@ -29,9 +29,9 @@ from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
 
-from saevit_mm.demo.figure import painted_images, save_demo_figure
-from saevit_mm.demo.pipeline import (REPO, ToolRun, last_checkpoint, run_tool,
-                                     test_metrics, train_losses)
+from demo_figure import painted_images, save_demo_figure
+from demo_steps import (REPO, Lane, Step, StepFailed, last_checkpoint,
+                        read_test_metrics, run_lanes, run_step, train_losses)
 
 DEMO_CONFIGS = REPO / 'configs' / 'demo'
 #: task -> (config, metric key, metric name)
@@ -51,57 +51,55 @@ TASKS = {
 console = Console()
 
 
-class StepFailed(RuntimeError):
-    """A tool exited with an error; the message shows its log tail."""
-
-
-def check(run: ToolRun, what: str) -> ToolRun:
-    if run.returncode != 0:
-        raise StepFailed(f'{what} failed (exit {run.returncode}); command: '
-                         f'{" ".join(run.command)}\nlog: {run.log}\n' +
-                         '\n'.join(run.tail))
-    return run
-
-
 def train_and_test(task: str,
                    out: Path,
                    progress: Progress,
                    backbone: Optional[Path] = None,
-                   env: Optional[Dict[str, str]] = None) -> Dict:
+                   env: Optional[Dict[str, str]] = None,
+                   options: Sequence[str] = ()) -> Lane:
+    """The steps of one task: train, then test; returns its result.
+
+    A lane for :func:`run_lanes`: the config is read here, in the thread that
+    runs all lanes, never in two threads at once.
+    """
     config, metric, metric_name = TASKS[task]
     config_path = DEMO_CONFIGS / config
     # epoch-based runs log iterations per epoch; the total needs the epochs
     max_epochs = Config.fromfile(config_path).train_cfg.get('max_epochs')
     work_dir = out / task
-    options: List[str] = []
+    train_options = list(options)
     if backbone is not None:
-        options = [
-            '--cfg-options', 'model.backbone.init_cfg._delete_=True',
+        train_options += [
+            'model.backbone.init_cfg._delete_=True',
             'model.backbone.init_cfg.type=Pretrained',
             f'model.backbone.init_cfg.checkpoint={backbone}',
             'model.backbone.init_cfg.prefix=backbone.'
         ]
     bar = progress.add_task(f'train {task}', total=None)
-    train = check(
-        run_tool(['tools/train.py', config_path, '--work-dir', work_dir,
-                  *options],
-                 work_dir / 'train.log',
-                 on_progress=lambda done, total: progress.update(
-                     bar, completed=done, total=total),
-                 max_epochs=max_epochs,
-                 env=env), f'training {task}')
+    train = yield Step(
+        f'training {task}',
+        ['tools/train.py', config_path, '--work-dir', work_dir,
+         *(['--cfg-options', *train_options] if train_options else [])],
+        work_dir / 'train.log',
+        env=env or {},
+        on_progress=lambda done, total: progress.update(
+            bar, completed=done, total=total),
+        max_epochs=max_epochs)
     progress.update(bar, completed=1, total=1)
     checkpoint = last_checkpoint(work_dir)
     bar = progress.add_task(f'test {task}', total=None)
-    test = check(
-        run_tool(['tools/test.py', config_path, checkpoint, '--work-dir',
-                  work_dir, '--show-dir', 'painted'],
-                 work_dir / 'test.log', env=env), f'testing {task}')
+    test = yield Step(
+        f'testing {task}',
+        ['tools/test.py', config_path, checkpoint, '--work-dir', work_dir,
+         '--show-dir', 'painted',
+         *(['--cfg-options', *options] if options else [])],
+        work_dir / 'test.log',
+        env=env or {})
     progress.update(bar, completed=1, total=1)
-    metrics = test_metrics(work_dir)
+    metrics = read_test_metrics(work_dir)
     if metric not in metrics:
-        raise StepFailed(f'{task}: metric {metric!r} missing from the test '
-                         f'results {sorted(metrics)}; log: {test.log}')
+        raise RuntimeError(f'{task}: metric {metric!r} missing from the test '
+                           f'results {sorted(metrics)}; log: {test.log}')
     value = float(metrics[metric])
     coco = metric.startswith('coco/')
     if coco:
@@ -115,6 +113,32 @@ def train_and_test(task: str,
         checkpoint=checkpoint, train_s=train.seconds, test_s=test.seconds,
         curve=train_losses(work_dir),
         images=painted_images(work_dir, count=3))
+
+
+def fine_tune(tasks: Sequence[str],
+              out: Path,
+              progress: Progress,
+              backbone: Optional[Path],
+              parallel_threads: int,
+              options: Optional[Mapping[str, Sequence[str]]] = None
+              ) -> List[Dict]:
+    """Fine-tune and test ``tasks`` from ``backbone``: side by side, each
+    with ``parallel_threads`` CPU threads, or (0) one after the other.
+
+    ``options`` maps a task to extra ``--cfg-options`` of its runs.
+    """
+    options = options or {}
+
+    def lane(task: str, env: Optional[Dict[str, str]] = None) -> Lane:
+        return train_and_test(task, out, progress, backbone, env,
+                              options.get(task, ()))
+
+    if parallel_threads > 0:
+        threads = str(parallel_threads)
+        env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        results = run_lanes({task: lane(task, env) for task in tasks})
+        return [results[task] for task in tasks]
+    return [run_lanes({task: lane(task)})[task] for task in tasks]
 
 
 def main() -> None:
@@ -139,38 +163,35 @@ def main() -> None:
                      f'after the other), got {args.parallel_threads}')
     out = args.out.resolve()
     start = time.time()
-    results = []
     columns = (TextColumn('{task.description:<24}'), BarColumn(),
                TextColumn('{task.completed}/{task.total} it'),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task('demo data', total=None)
-        check(run_tool(['tools/misc/make_demo_data.py', '--out', args.data,
-                        '--seed', args.seed], out / 'data.log'),
-              'generating the demo data')
-        progress.update(bar, completed=1, total=1)
-        os.environ['SAEVIT_DEMO_DATA'] = str(args.data.resolve())
+    try:
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task('demo data', total=None)
+            run_step(Step('generating the demo data', [
+                'tools/misc/make_demo_data.py', '--out', args.data, '--seed',
+                args.seed
+            ], out / 'data.log'))
+            progress.update(bar, completed=1, total=1)
+            os.environ['SAEVIT_DEMO_DATA'] = str(args.data.resolve())
 
-        cls = train_and_test('classification', out, progress)
-        results.append(cls)
-        backbone = out / 'saevit-t_demo_backbone.pth'
-        check(run_tool(['tools/model_converters/cls_to_backbone.py',
-                        cls['checkpoint'], backbone], out / 'convert.log'),
-              'converting the classification checkpoint')
-        dense = (args.det, args.seg)
-        if args.parallel_threads > 0:
-            threads = str(args.parallel_threads)
-            env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-            with ThreadPoolExecutor(len(dense)) as pool:
-                runs = [
-                    pool.submit(train_and_test, task, out, progress,
-                                backbone, env) for task in dense
-                ]
-                results.extend(run.result() for run in runs)
-        else:
-            results.extend(
-                train_and_test(task, out, progress, backbone)
-                for task in dense)
+            results = list(
+                run_lanes({
+                    'classification':
+                    train_and_test('classification', out, progress)
+                }).values())
+            backbone = out / 'saevit-t_demo_backbone.pth'
+            run_step(Step('converting the classification checkpoint', [
+                'tools/model_converters/cls_to_backbone.py',
+                results[0]['checkpoint'], backbone
+            ], out / 'convert.log'))
+            results += fine_tune((args.det, args.seg), out, progress,
+                                 backbone, args.parallel_threads)
+    except StepFailed as err:
+        console.print('[bold red]The demo stopped.[/]')
+        console.print(str(err), markup=False, highlight=False)
+        sys.exit(1)
 
     table = Table(title='saevit_mm demo results (SAEViT-T, demo data, CPU)')
     for name in ('task', 'config', 'metric', 'value', 'train', 'test'):

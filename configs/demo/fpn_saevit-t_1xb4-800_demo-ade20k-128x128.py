@@ -6,10 +6,15 @@
 # same recipe, same IoUMetric. SAEVIT_DEMO_DATA (default data/demo) is the
 # root the demo data was written to.
 _base_ = '../seg/fpn_saevit-t_4xb4-80k_ade20k-512x512.py'
-from saevit_mm.demo import metainfo  # noqa: E402  (after _base_)
 
 data_root = '{{$SAEVIT_DEMO_DATA:data/demo}}/ADEChallengeData2016'
-demo_metainfo = metainfo('seg')
+# classes and colours of the demo data (tools/misc/demo_data/spec.py;
+# tests/test_demo_data.py checks they match)
+demo_metainfo = dict(
+    classes=('sky', 'ground', 'ellipse', 'rectangle', 'triangle', 'star',
+             'cross'),
+    palette=[(70, 130, 180), (140, 110, 60), (220, 20, 60), (0, 160, 80),
+             (250, 170, 30), (106, 0, 228), (255, 77, 255)])
 num_classes = len(demo_metainfo['classes'])
 demo_dataset = dict(
     type='BaseSegDataset',

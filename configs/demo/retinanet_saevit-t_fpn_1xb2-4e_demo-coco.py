@@ -7,11 +7,14 @@
 # learns too slowly for ~700 steps, 1e-3 diverges). SAEVIT_DEMO_DATA (default
 # data/demo) is the root the demo data was written to.
 _base_ = '../det/retinanet_saevit-t_fpn_8xb2-1x_coco.py'
-from saevit_mm.demo import metainfo  # noqa: E402  (after _base_)
 
 data_root = '{{$SAEVIT_DEMO_DATA:data/demo}}/coco/'
-# mmdet's visualizer takes a palette as a list of (r, g, b) tuples
-demo_metainfo = dict(metainfo('det'), palette=list(metainfo('det')['palette']))
+# classes and colours of the demo data (tools/misc/demo_data/spec.py;
+# tests/test_demo_data.py checks they match)
+demo_metainfo = dict(
+    classes=('ellipse', 'rectangle', 'triangle', 'star', 'cross'),
+    palette=[(220, 20, 60), (0, 160, 80), (250, 170, 30), (106, 0, 228),
+             (255, 77, 255)])
 num_classes = len(demo_metainfo['classes'])
 
 # Image scale: (256, 160) instead of (1333, 800), about the size of the demo

@@ -17,10 +17,16 @@
 # SAEVIT_DEMO_DATA (default data/demo) is the root the demo data was written
 # to.
 _base_ = '../cls/saevit-t_8xb128-coslr-300e_in1k.py'
-from saevit_mm.demo import metainfo  # noqa: E402  (after _base_)
 
 data_root = '{{$SAEVIT_DEMO_DATA:data/demo}}/imagenet'
-demo_metainfo = metainfo('cls')
+# classes and colours of the demo data (tools/misc/demo_data/spec.py;
+# tests/test_demo_data.py checks they match)
+demo_metainfo = dict(
+    classes=('ellipse', 'rectangle', 'triangle', 'star', 'hexagon', 'cross',
+             'crescent', 'heart', 'arrow', 'ring'),
+    palette=[(220, 20, 60), (0, 160, 80), (250, 170, 30), (106, 0, 228),
+             (0, 200, 220), (255, 77, 255), (120, 166, 157), (255, 120, 120),
+             (60, 60, 200), (160, 160, 0)])
 num_classes = len(demo_metainfo['classes'])
 
 # Image scale: 64 instead of 224 (test: resize the short edge to 73, crop 64).

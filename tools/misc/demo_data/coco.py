@@ -11,7 +11,7 @@
 
 Each JSON holds ``info``, ``licenses``, ``images`` (``id``, ``file_name``,
 ``height``, ``width``), ``annotations`` and ``categories`` (ids 1..K in the
-order of :data:`~saevit_mm.demo.spec.DET_CLASSES`). An annotation describes
+order of :data:`~demo_data.spec.DET_CLASSES`). An annotation describes
 the *visible* part of an object after occlusion:
 
 * ``segmentation``: polygons (one per visible piece) traced on the pixel-

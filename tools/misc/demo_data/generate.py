@@ -68,7 +68,7 @@ def read_manifest(task_root: Union[str, Path]) -> Optional[dict]:
 
 def _params(task: str, seed: int, spec: SplitSpec) -> dict:
     return {
-        'generator': 'saevit_mm.demo',
+        'generator': 'demo_data',
         'code': generator_digest(),
         'task': task,
         'seed': seed,
@@ -147,7 +147,7 @@ def make_demo_data(root: Union[str, Path],
 
     Example:
         >>> import tempfile
-        >>> from saevit_mm.demo import DemoDataSpec, make_demo_data
+        >>> from demo_data import DemoDataSpec, make_demo_data
         >>> roots = make_demo_data(tempfile.mkdtemp(), seed=0,
         ...                        tasks=['det'], spec=DemoDataSpec.tiny())
         >>> print(sorted(p.name for p in roots['det'].iterdir()))

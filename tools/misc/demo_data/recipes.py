@@ -1,6 +1,6 @@
 """What a scene of each task holds (the object requests per image).
 
-Both recipes share :func:`saevit_mm.demo.scene.compose_scene`; they differ
+Both recipes share :func:`demo_data.scene.compose_scene`; they differ
 only in the objects they ask for.
 """
 from typing import Sequence

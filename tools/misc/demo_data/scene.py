@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: Probability that an object takes its kind's typical hue
-#: (:data:`saevit_mm.demo.shapes.TYPICAL_HUES`) instead of a uniform one.
+#: (:data:`demo_data.shapes.TYPICAL_HUES`) instead of a uniform one.
 #: Colour alone then identifies the class of only part of the objects (and
 #: clutter and backgrounds share the same hues); shape is needed for the
 #: rest.
@@ -41,7 +41,7 @@ class ObjectRequest:
     """How to place one object.
 
     Args:
-        kind: Shape kind (see :data:`saevit_mm.demo.shapes.SHAPE_KINDS`).
+        kind: Shape kind (see :data:`demo_data.shapes.SHAPE_KINDS`).
         radius: ``(low, high)`` radius as a fraction of the shorter image
             side, drawn log-uniformly.
         min_visible: Fraction of its in-image area the object must keep when

@@ -3,7 +3,7 @@
 Every demo set draws its objects from here, once: a :class:`Shape` is rendered
 to a boolean mask, and the image pixels, the classification label, the COCO
 boxes and polygons and the segmentation maps are all derived from these
-masks (see :mod:`saevit_mm.demo.scene`).
+masks (see :mod:`demo_data.scene`).
 """
 import math
 from dataclasses import dataclass
@@ -100,7 +100,7 @@ SHAPE_KINDS: Tuple[str, ...] = tuple(_GEOMETRIES)
 
 #: The hue (in ``[0, 1)``) that objects of a kind take more often than
 #: others, like the colour prior of a real class (see
-#: :data:`saevit_mm.demo.scene.HUE_PRIOR`). The five detection classes are
+#: :data:`demo_data.scene.HUE_PRIOR`). The five detection classes are
 #: spread around the colour wheel.
 TYPICAL_HUES: Dict[str, float] = {
     'ellipse': 0.0,

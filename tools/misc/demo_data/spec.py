@@ -1,6 +1,6 @@
 """What the demo data sets contain: class lists, palettes, counts and sizes.
 
-The three demo sets share one shape library (:mod:`saevit_mm.demo.shapes`);
+The three demo sets share one shape library (:mod:`demo_data.shapes`);
 this module fixes which shapes are the classes of each task, how many images
 each split holds and how large they are. Configs that train on the demo data
 use these names (see :func:`metainfo`).
