@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from benchmark_utils.peers import GAPLinearClassifier
 from mmengine.analysis import FlopAnalyzer
 from torch import nn
 
@@ -88,39 +89,13 @@ def test_saa_layer_count_matches_hand_count():
     assert analyzer.total() == sum(hand.values()) == 106496
 
 
-def _classifier(arch):
-    """mmpretrain's classifier when importable, else None."""
-    try:
-        from mmpretrain.registry import MODELS
-    except ModuleNotFoundError:
-        return None
-    from mmengine.registry import DefaultScope
-    cfg = dict(
-        type='ImageClassifier',
-        backbone=dict(type='SAEViT', arch=arch),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(
-            type='LinearClsHead',
-            num_classes=1000,
-            in_channels=SAEViT(arch).out_channels[-1]))
-    # nested types resolve under the current scope, which another test may
-    # have left at mmdet or mmseg
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return MODELS.build(cfg)
-
-
 @pytest.mark.parametrize('arch', ['t', 's'])
 def test_classifier_flops_in_band(arch):
     target, tolerance = BANDS[arch]
-    model = _classifier(arch)
-    if model is None:  # backbone + hand count of GAP and the linear head
-        model = SAEViT(arch)
-        channels = model.out_channels[-1]
-        head = channels * 7 * 7 + channels * 1000
-    else:
-        head = 0
+    backbone = SAEViT(arch)
+    model = GAPLinearClassifier(backbone, backbone.out_channels[-1], 1000)
     result = count_complexity(model, (3, 224, 224))
-    flops = result['flops'] + head
+    flops = result['flops']
     assert abs(flops - target) <= tolerance, f'{arch}: {flops / 1e9:.3f} G'
     attn = result['flops_by_op']['scaled_dot_product_attention']
     assert 0 < attn < 0.1 * flops
@@ -166,13 +141,11 @@ def test_get_flops_script(tmp_path):
     assert backbone['params'] == expected['params']
     assert backbone['attn_flops'] == expected['flops_by_op'][
         'scaled_dot_product_attention']
-    classifier = [r for r in rows if r['model'].startswith('classifier')]
-    if importlib.util.find_spec('mmpretrain') is None:
-        assert classifier == []
-    else:
-        head = 384 * 2 * 3 + 384 * 1000  # GAP over 2x3, then 384 -> 1000
-        assert classifier[0]['flops'] - backbone['flops'] == head
-        assert classifier[0]['params'] - backbone['params'] == 385 * 1000
+    classifier = next(r for r in rows if r['model'].startswith('classifier'))
+    # GAP over the 2x3 map (additions, not counted), then 384 -> 1000
+    assert classifier['flops'] - backbone['flops'] == 384 * 1000
+    assert classifier['params'] - backbone['params'] == 385 * 1000
+    assert classifier['attn_flops'] == backbone['attn_flops']
 
 
 def _load_script():

@@ -2,8 +2,11 @@
 
 FLOPs are multiply-adds counted by mmengine's ``FlopAnalyzer`` with the
 attention products included (:mod:`saevit_mm.models.utils.flops`). The
-classifier is mmpretrain's ``ImageClassifier``: SAEViT + ``GlobalAveragePooling``
-+ ``LinearClsHead`` (skipped, with a note, when mmpretrain is missing).
+classifier is the one ``benchmark.py`` measures
+(``benchmark_utils.peers.GAPLinearClassifier``): SAEViT, global average
+pooling of its last output and one linear layer, so it has the parameters
+of the ``configs/cls`` classifier (``GlobalAveragePooling`` +
+``LinearClsHead``). The average (additions) is not counted.
 
 Examples::
 
@@ -16,8 +19,8 @@ import argparse
 import json
 from typing import Dict, List, Optional, Sequence
 
+from benchmark_utils.peers import GAPLinearClassifier
 from mmengine.config import DictAction
-from torch import nn
 
 from saevit_mm.models import SAEViT
 from saevit_mm.models.utils import count_complexity
@@ -35,33 +38,6 @@ def canonical_archs() -> List[str]:
     return names
 
 
-def build_classifier(backbone_args: Dict, in_channels: int,
-                     num_classes: int) -> Optional[nn.Module]:
-    """mmpretrain ``ImageClassifier`` (GAP + linear head) around a SAEViT.
-
-    Args:
-        backbone_args: SAEViT arguments (no ``type``).
-        in_channels: Channels of the backbone's last output.
-        num_classes: Classes of the head.
-
-    Returns:
-        The classifier, or None when mmpretrain is not installed.
-    """
-    try:
-        from mmpretrain.registry import MODELS
-    except ModuleNotFoundError:
-        return None
-    return MODELS.build(
-        dict(
-            type='ImageClassifier',
-            backbone=dict(type='SAEViT', **backbone_args),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=num_classes,
-                in_channels=in_channels)))
-
-
 def measure(archs: Sequence[str],
             shape: Sequence[int],
             num_classes: int = 1000,
@@ -71,12 +47,10 @@ def measure(archs: Sequence[str],
     for arch in archs:
         kwargs = dict(arch=arch, **(backbone_args or {}))
         backbone = SAEViT(**kwargs)
-        models = [('backbone', backbone)]
-        classifier = build_classifier(kwargs, backbone.out_channels[-1],
-                                      num_classes)
-        if classifier is not None:
-            models.insert(0, (f'classifier ({num_classes} classes)',
-                              classifier))
+        classifier = GAPLinearClassifier(backbone, backbone.out_channels[-1],
+                                         num_classes)
+        models = [(f'classifier ({num_classes} classes)', classifier),
+                  ('backbone', backbone)]
         for kind, model in models:
             result = count_complexity(model, (3, *shape))
             rows.append(
@@ -146,8 +120,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(json.dumps(rows, indent=2))
         return
     print(markdown(rows))
-    if not any(row['model'].startswith('classifier') for row in rows):
-        print('\n(classifier rows skipped: mmpretrain is not installed)')
     print('\nFLOPs: multiply-adds counted by mmengine FlopAnalyzer, '
           'scaled_dot_product_attention included.')
 

@@ -133,7 +133,8 @@ class GAPLinearClassifier(nn.Module):
     """Backbone, global average pooling of its last output, linear head.
 
     The last backbone output may be ``N x C x H x W``, ``N x C x L``
-    (EfficientFormer's token stage) or an already pooled ``N x C``.
+    (EfficientFormer's token stage) or an already pooled ``N x C``. The
+    classifier of both ``benchmark.py`` and ``get_flops.py``.
 
     Args:
         backbone: The feature extractor.
