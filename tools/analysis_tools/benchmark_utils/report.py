@@ -232,7 +232,7 @@ def plot_chart(result: Dict[str, object], path: PathLike) -> None:
         ax2.set_axis_off()
     meta = result['machine']
     fig.suptitle(
-        f'saevit_mm benchmark: {meta["cpu"]}, '
+        f'SAEViT benchmark: {meta["cpu"]}, '
         f'{meta["threads"]} threads, torch {meta["torch"]}',
         fontsize=9)
     fig.tight_layout()
