@@ -121,10 +121,11 @@ def test_runner_resumes_after_interrupt_and_matches_uninterrupted(tmp_path):
     resumed = build_runner(run_dir, resume=True)
     resumed.train()
     assert resumed.iter == MAX_ITERS == reference.iter
-    for (name, ours), theirs in zip(
-            resumed.model.state_dict().items(),
-            reference.model.state_dict().values()):
-        torch.testing.assert_close(ours, theirs, msg=name)
+    ours = resumed.model.state_dict()
+    theirs = reference.model.state_dict()
+    assert list(ours) == list(theirs)
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], msg=name)
 
 
 def test_runner_checkpoint_loads_safely_and_test_loop_uses_it(tmp_path):
@@ -162,9 +163,10 @@ def test_tensor_only_file_loads_through_pretrained_init(tmp_path):
     target = ToyModel(
         init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     target.init_weights()
-    for ours, theirs in zip(target.state_dict().values(),
-                            source.state_dict().values()):
-        torch.testing.assert_close(ours, theirs)
+    ours, theirs = target.state_dict(), source.state_dict()
+    assert list(ours) == list(theirs)
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], msg=name)
 
 
 class Payload:
