@@ -1,14 +1,32 @@
-"""Safe checkpoint loading on torch >= 2.6 with mmengine 0.10.7.
+"""Checkpoint loading with mmengine 0.10.7, on every torch we support.
 
-A tiny mmengine Runner trains on CPU, is interrupted, resumes from its own
-checkpoint and must end where an uninterrupted run ends; a pure-tensor file
+torch >= 2.6 (``torch.load`` defaults to ``weights_only=True``): a tiny
+mmengine Runner trains on CPU, is interrupted, resumes from its own
+checkpoint and must end where an uninterrupted run ends; a runner checkpoint
+written under numpy 1.x (``numpy.core.*`` names) loads; a pure-tensor file
 loads through ``init_cfg=Pretrained``; a file holding an arbitrary pickled
-object is refused with a message naming it.
+object or ``os.system`` is refused with a message naming it; torch's opt-out
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is honoured.
+
+torch < 2.6 (an unrestricted pickle load by default, which mmengine works
+with): importing saevit_mm registers nothing, and the same checkpoints load.
 """
 import collections
+import contextlib
+import json
 import os
 import pickle
+import pickletools
+import re
+import struct
+import subprocess
+import sys
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, List
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -17,11 +35,23 @@ from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseModel
 from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader
 
-import saevit_mm  # noqa: F401  (activates the safe loader)
+import saevit_mm  # noqa: F401  (registers the loader on torch >= 2.6)
 from saevit_mm.engine.checkpoint_loader import safe_load_checkpoint
 
 MAX_ITERS = 9
+REPO = Path(__file__).resolve().parents[1]
+
+# Read here, not imported from saevit_mm, so that a wrong version check in the
+# package shows up as failing tests instead of skipped ones.
+TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY = tuple(
+    int(v) for v in torch.__version__.split('.')[:2]) >= (2, 6)
+needs_weights_only_default = pytest.mark.skipif(
+    not TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY,
+    reason='torch < 2.6 loads with weights_only=False by default (an '
+    'unrestricted pickle load, as mmengine expects); saevit_mm registers no '
+    'loader there, so nothing of ours refuses anything')
 
 
 class ToyModel(BaseModel):
@@ -29,8 +59,8 @@ class ToyModel(BaseModel):
 
     def __init__(self, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        self.net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(),
-                                 nn.Linear(8, 2))
+        self.net = nn.Sequential(
+            nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
 
     def forward(self, x, y=None, mode='tensor'):
         out = self.net(x)
@@ -63,7 +93,10 @@ class InterruptHook(Hook):
     def __init__(self, after_iter: int):
         self.after_iter = after_iter
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         if runner.iter + 1 == self.after_iter:
             raise Interrupt(f'interrupted after iteration {self.after_iter}')
@@ -90,8 +123,11 @@ def build_runner(work_dir, custom_hooks=(), resume=False, load_from=None):
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
         param_scheduler=[
             dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=3),
-            dict(type='CosineAnnealingLR', by_epoch=False, begin=3,
-                 end=MAX_ITERS)
+            dict(
+                type='CosineAnnealingLR',
+                by_epoch=False,
+                begin=3,
+                end=MAX_ITERS)
         ],
         train_cfg=dict(by_epoch=False, max_iters=MAX_ITERS),
         default_hooks=dict(
@@ -128,7 +164,7 @@ def test_runner_resumes_after_interrupt_and_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(ours[name], theirs[name], msg=name)
 
 
-def test_runner_checkpoint_loads_safely_and_test_loop_uses_it(tmp_path):
+def test_runner_checkpoint_loads_and_test_loop_uses_it(tmp_path):
     runner = build_runner(tmp_path)
     runner.train()
     ckpt = safe_load_checkpoint(str(tmp_path / f'iter_{MAX_ITERS}.pth'))
@@ -160,8 +196,7 @@ def test_tensor_only_file_loads_through_pretrained_init(tmp_path):
     torch.save({'state_dict': source.state_dict()}, path)
     # really tensors only: torch's own strict loader accepts it
     torch.load(path, weights_only=True)
-    target = ToyModel(
-        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    target = ToyModel(init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     target.init_weights()
     ours, theirs = target.state_dict(), source.state_dict()
     assert list(ours) == list(theirs)
@@ -176,17 +211,20 @@ class Payload:
         return (os.getcwd, ())
 
 
+@needs_weights_only_default
 def test_arbitrary_pickled_object_is_refused(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'w': torch.ones(1)}, 'extra': Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError,
-                       match=r"refused to unpickle.*posix\.getcwd"):
+    with pytest.raises(
+            pickle.UnpicklingError,
+            match=r"refused to unpickle.*posix\.getcwd"):
         safe_load_checkpoint(str(path))
     # and the Runner's path (load_checkpoint) goes through the same refusal
     with pytest.raises(pickle.UnpicklingError, match='refused to unpickle'):
         load_checkpoint(ToyModel(), str(path))
 
 
+@needs_weights_only_default
 def test_unrestricted_getattr_is_refused(tmp_path):
     """getattr is allowed for HistoryBuffer's methods only."""
 
@@ -202,8 +240,8 @@ def test_unrestricted_getattr_is_refused(tmp_path):
                         (collections.OrderedDict, 'fromkeys')]:
         path = tmp_path / f'getattr_{name}.pth'
         torch.save({'x': GetattrPayload(owner, name)}, path)
-        with pytest.raises(pickle.UnpicklingError,
-                           match=f'Refused getattr.*{name}'):
+        with pytest.raises(
+                pickle.UnpicklingError, match=f'Refused getattr.*{name}'):
             safe_load_checkpoint(str(path))
     # the methods a runner checkpoint names are allowed
     path = tmp_path / 'getattr_mean.pth'
@@ -214,3 +252,272 @@ def test_unrestricted_getattr_is_refused(tmp_path):
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match='nothere.pth'):
         safe_load_checkpoint(str(tmp_path / 'nothere.pth'))
+
+
+# ---------------------------------------------------------------------------
+# What importing saevit_mm changes, per torch version.
+
+
+def test_import_registers_a_loader_only_where_torch_needs_it():
+    """torch < 2.6: mmengine's loaders are untouched; torch >= 2.6: only the
+    local-file loader (prefix '') is ours. A fresh interpreter, so that this
+    test module's own import of saevit_mm does not count."""
+    code = """if True:
+        import json
+        from mmengine.runner.checkpoint import CheckpointLoader
+        before = dict(CheckpointLoader._schemes)
+        import saevit_mm
+        from saevit_mm.engine.checkpoint_loader import safe_load_checkpoint
+        after = CheckpointLoader._schemes
+        print(json.dumps(dict(
+            order=[list(before), list(after)],
+            changed=sorted(k for k in set(before) | set(after)
+                           if before.get(k) is not after.get(k)),
+            local_is_ours=after.get('') is safe_load_checkpoint)))
+    """
+    proc = subprocess.run([sys.executable, '-c', code],
+                          cwd=REPO,
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['order'][0] == result['order'][1]
+    if TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY:
+        assert result['changed'] == [''] and result['local_is_ours']
+    else:
+        assert result['changed'] == [], result
+
+
+# ---------------------------------------------------------------------------
+# A runner checkpoint as numpy 1.x writes it.
+
+#: The numpy globals numpy 1.x pickles for arrays, scalars and dtypes
+#: (measured under numpy 1.26.4: protocol 2, as torch.save writes).
+NUMPY1_GLOBALS = {
+    'numpy.core.multiarray._reconstruct', 'numpy.core.multiarray.scalar',
+    'numpy.ndarray', 'numpy.dtype'
+}
+
+
+class NumpyInfoHook(Hook):
+    """Keeps numpy values in the message hub, as metric and best-checkpoint
+    hooks do; the runner saves them in its checkpoints."""
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
+                         outputs=None):
+        loss = outputs['loss'].item()
+        runner.message_hub.update_info(
+            'numpy_values',
+            dict(
+                loss=np.float64(loss),
+                iter=np.int64(runner.iter),
+                improved=np.bool_(True),
+                dtype=np.dtype('float32'),
+                losses=np.array([loss, loss / 2], dtype=np.float32)))
+
+
+@pytest.fixture(scope='module')
+def runner_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint the toy Runner wrote (numpy values, HistoryBuffer)."""
+    work_dir = tmp_path_factory.mktemp('runner')
+    build_runner(work_dir, [NumpyInfoHook()]).train()
+    return work_dir / f'iter_{MAX_ITERS}.pth'
+
+
+def pickle_globals(path: Path) -> List[str]:
+    """``module.name`` of every GLOBAL in a torch.save file's pickle."""
+    with zipfile.ZipFile(path) as zf:
+        pickled = zf.read(
+            next(n for n in zf.namelist() if n.endswith('/data.pkl')))
+    return [
+        arg.replace(' ', '.', 1)
+        for opcode, arg, _ in pickletools.genops(pickled)
+        if opcode.name == 'GLOBAL'
+    ]
+
+
+def as_numpy1_pickle(pickled: bytes) -> bytes:
+    """Rename ``numpy._core.*`` globals as numpy 1.x writes them.
+
+    torch.save pickles with protocol 2, where a global is the GLOBAL opcode
+    followed by ``module\\nname\\n``: no length prefix and no frame, so the
+    text can change length. Later protocols (SHORT_BINUNICODE + STACK_GLOBAL,
+    FRAME) would need their lengths rewritten: refuse them. Under numpy 2.4
+    this turns a pickle of arrays, scalars and dtypes into the very bytes
+    numpy 1.26.4 writes for the same values (compared when this was written).
+    """
+    chunks, start = [], 0
+    for opcode, arg, pos in pickletools.genops(pickled):
+        assert opcode.name not in ('STACK_GLOBAL', 'FRAME', 'INST'), (
+            f'{opcode.name} at byte {pos}: expected a protocol 2 pickle')
+        if opcode.name != 'GLOBAL':
+            continue
+        module, name = arg.split(' ', 1)
+        text = f'c{module}\n{name}\n'.encode()
+        assert pickled[pos:pos + len(text)] == text, (pos, arg)
+        if module == 'numpy._core' or module.startswith('numpy._core.'):
+            module = 'numpy.core' + module[len('numpy._core'):]
+            chunks += [pickled[start:pos], f'c{module}\n{name}\n'.encode()]
+            start = pos + len(text)
+    return b''.join(chunks + [pickled[start:]])
+
+
+def write_as_numpy1(src: Path, dst: Path) -> None:
+    """Copy a torch.save file with its pickle renamed by
+    :func:`as_numpy1_pickle`, in torch's zip layout: the same records in the
+    same order, stored, each record's data 64-byte aligned by padding in an
+    ``FB`` extra field, as torch's writer does."""
+    with zipfile.ZipFile(src) as zf:
+        records = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(dst, 'w', zipfile.ZIP_STORED) as out:
+        for info, data in records:
+            if info.filename.endswith('/data.pkl'):
+                data = as_numpy1_pickle(data)
+            entry = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            # local file header: 30 bytes, the name, then the extra field
+            # (4 bytes of id and size before the padding)
+            header = 30 + len(info.filename.encode()) + 4
+            padding = -(out.fp.tell() + header) % 64
+            entry.extra = struct.pack('<HH', 0x4246, padding) + b'Z' * padding
+            out.writestr(entry, data)
+
+
+def assert_same(ours: Any, theirs: Any, where: str = 'checkpoint') -> None:
+    """Equal values of the same types, all the way down."""
+    assert type(ours) is type(theirs), (where, type(ours), type(theirs))
+    if isinstance(ours, dict):
+        assert list(ours) == list(theirs), where
+        for key in ours:
+            assert_same(ours[key], theirs[key], f'{where}[{key!r}]')
+    elif isinstance(ours, (list, tuple)):
+        assert len(ours) == len(theirs), where
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            assert_same(a, b, f'{where}[{i}]')
+    elif isinstance(ours, torch.Tensor):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0, msg=where)
+    elif isinstance(ours, np.ndarray):
+        assert ours.dtype == theirs.dtype, where
+        np.testing.assert_array_equal(ours, theirs, err_msg=where)
+    elif isinstance(ours, HistoryBuffer):
+        assert_same(vars(ours), vars(theirs), where)
+    else:
+        assert ours == theirs, where
+
+
+def test_numpy1_runner_checkpoint_loads(runner_checkpoint, tmp_path):
+    numpy1 = tmp_path / 'numpy1.pth'
+    write_as_numpy1(runner_checkpoint, numpy1)
+    names = pickle_globals(numpy1)
+    assert {n for n in names if n.startswith('numpy')} == NUMPY1_GLOBALS
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in names
+
+    # the values, read back with a full pickle load of the file as saved
+    expected = torch.load(
+        runner_checkpoint, map_location='cpu', weights_only=False)
+    info = expected['message_hub']['runtime_info']['numpy_values']
+    assert type(info['loss']) is np.float64  # the fixture has numpy values
+    # mmengine's loader, as --resume and load_from call it
+    loaded = CheckpointLoader.load_checkpoint(str(numpy1), map_location='cpu')
+    assert_same(loaded, expected)
+    # and mmengine's load_checkpoint, as init_cfg=Pretrained calls it
+    model = ToyModel()
+    load_checkpoint(model, str(numpy1), map_location='cpu', strict=True)
+    state = model.state_dict()
+    assert list(state) == list(expected['state_dict'])
+    for name in state:
+        torch.testing.assert_close(
+            state[name], expected['state_dict'][name], msg=name)
+
+
+# ---------------------------------------------------------------------------
+# What is refused, and torch's opt-out.
+
+
+class SystemCall:
+    """Unpickling this runs a shell command through os.system."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command, ))
+
+
+@needs_weights_only_default
+def test_pickled_os_system_is_refused_with_its_name(tmp_path, monkeypatch):
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
+    marker = tmp_path / 'code_ran'
+    path = tmp_path / 'evil.pth'
+    torch.save(
+        {
+            'state_dict': ToyModel().state_dict(),
+            'meta': SystemCall(f'touch "{marker}"')
+        }, path)
+    name = f'{os.system.__module__}.system'  # posix.system on Linux
+    with pytest.raises(
+            pickle.UnpicklingError,
+            match=rf'refused to unpickle .*{re.escape(name)}'):
+        CheckpointLoader.load_checkpoint(str(path))
+    with pytest.raises(pickle.UnpicklingError, match=re.escape(name)):
+        load_checkpoint(ToyModel(), str(path))
+    assert not marker.exists()
+    # the payload is live: a full pickle load runs it
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_torch_opt_out_loads_a_trusted_file(tmp_path, monkeypatch):
+    """``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (read by torch.load at call
+    time) turns weights-only loading off for our loader as for torch's."""
+    monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
+    path = tmp_path / 'trusted.pth'
+    trusted = dict(state_dict=dict(w=torch.ones(2)), ratio=Fraction(1, 3))
+    torch.save(trusted, path)
+    if TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY:  # the file needs the opt-out
+        with pytest.raises(
+                pickle.UnpicklingError,
+                match=r'refused to unpickle .*fractions\.Fraction'):
+            CheckpointLoader.load_checkpoint(str(path))
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    if TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY:
+        # torch's own warning: its opt-out path ran, weights_only unset
+        opted_out = pytest.warns(
+            UserWarning, match='TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected')
+    else:  # torch < 2.6 loads with weights_only=False anyway
+        opted_out = contextlib.nullcontext()
+    with opted_out:
+        loaded = CheckpointLoader.load_checkpoint(str(path))
+    assert type(loaded['ratio']) is Fraction and loaded['ratio'] == Fraction(
+        1, 3)
+
+
+# ---------------------------------------------------------------------------
+# The allowlist is ours only while our loader runs.
+
+
+@needs_weights_only_default
+def test_allowlist_is_widened_only_during_the_load(runner_checkpoint):
+    before = set(torch.serialization.get_safe_globals())
+    CheckpointLoader.load_checkpoint(str(runner_checkpoint))
+    assert set(torch.serialization.get_safe_globals()) == before
+    # a plain torch.load elsewhere in the process: torch's allowlist only
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        torch.load(runner_checkpoint)
+
+
+@needs_weights_only_default
+def test_globals_the_user_allowed_stay_allowed(runner_checkpoint):
+    saved = torch.serialization.get_safe_globals()
+    torch.serialization.add_safe_globals([HistoryBuffer, np.ndarray])
+    try:
+        CheckpointLoader.load_checkpoint(str(runner_checkpoint))
+        still_allowed = set(torch.serialization.get_safe_globals())
+        assert {HistoryBuffer, np.ndarray} <= still_allowed
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(saved)
