@@ -12,12 +12,16 @@ downsampling, block layout, widths, depths, heads, sample ratios, the
 multi-scale attention variant) is our design, calibrated to those FLOPs; the
 README's architecture section lists each choice.
 """
+import os
+import os.path as osp
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from mmcv.cnn import build_norm_layer
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
+from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
 from saevit_mm.registry import register_model
@@ -27,6 +31,7 @@ from ..layers.stem import ConvStem
 from ..utils.backbone_utils import (NORM_LAYERS, check_frozen_stages,
                                     freeze_module, normalize_out_indices,
                                     set_norm_eval)
+from ..utils.checkpoint import check_pretrained_state_dict
 
 __all__ = ['SAEViT']
 
@@ -124,8 +129,9 @@ class SAEViT(BaseModule):
             ``GN``). Defaults to ``dict(type='BN')``.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
         init_cfg: mmengine init config; with ``type='Pretrained'`` only the
-            checkpoint is loaded, otherwise our default init runs first.
-            Defaults to None.
+            checkpoint is loaded (after a check that it fits, see
+            :meth:`init_weights`), otherwise, and with ``checkpoint=None``,
+            our default init runs first. Defaults to None.
 
     Example:
         >>> import torch
@@ -314,17 +320,50 @@ class SAEViT(BaseModule):
     def init_weights(self) -> None:
         """Initialise the weights.
 
-        With ``init_cfg=dict(type='Pretrained', ...)`` only the checkpoint is
-        loaded. Otherwise: convolutions get a truncated normal (std 0.02)
-        and zero bias, norm layers weight 1 and bias 0, and the SAA sampling
-        and recovery convolutions start as cell average and copy
+        With ``init_cfg=dict(type='Pretrained', checkpoint=PATH, ...)`` the
+        file is checked first (every key and shape must be this backbone's:
+        ``check_pretrained_state_dict`` in
+        :mod:`saevit_mm.models.utils.checkpoint`; mmengine itself loads with
+        ``strict=False`` and only warns), then only the checkpoint is loaded.
+        With ``checkpoint=None`` (the det/seg configs' default) nothing is
+        loaded: one log line says so and the default init runs. That is:
+        convolutions get a truncated normal (std 0.02) and zero bias, norm
+        layers weight 1 and bias 0, and the SAA sampling and recovery
+        convolutions start as cell average and copy
         (:meth:`SparselyAggregatedAttention.init_sampling`); a non-pretrained
         ``init_cfg`` is applied after that.
+
+        Raises:
+            FileNotFoundError: ``checkpoint`` is a local path with no file.
+            ValueError: The file's keys or shapes are not this backbone's.
+            AssertionError: No key of the file is under ``prefix`` (as
+                mmengine raises it).
         """
         if isinstance(self.init_cfg, dict) and \
                 self.init_cfg.get('type') == 'Pretrained':
-            super().init_weights()
-            return
+            path = self.init_cfg.get('checkpoint')
+            if path is not None:
+                path = str(path)
+                if '://' not in path and not osp.isfile(osp.expanduser(path)):
+                    raise FileNotFoundError(
+                        f'SAEViT init_cfg.checkpoint: {path} is not a file '
+                        f'(relative paths start at {os.getcwd()}). Give a '
+                        'file of tools/model_converters/cls_to_backbone.py '
+                        'or a classification checkpoint of the same arch, '
+                        'or checkpoint=None to train from the default init.')
+                check_pretrained_state_dict(
+                    self.state_dict(),
+                    CheckpointLoader.load_checkpoint(
+                        path, map_location='cpu', logger='silent'),
+                    self.init_cfg.get('prefix'), path)
+                super().init_weights()
+                return
+            print_log(
+                'SAEViT: init_cfg.checkpoint is None, so no pretrained '
+                'weights are loaded: the backbone starts from its default '
+                'init.',
+                logger='current')
+            self.init_cfg = None  # nothing for mmengine's PretrainedInit
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 trunc_normal_(module.weight, std=.02)

@@ -12,17 +12,24 @@ which keeps the keys under ``backbone.`` and strips that prefix.
 file. The converted file holds tensors and plain ``str``/``int`` metadata
 only, so it loads with ``torch.load(weights_only=True)``.
 
+:func:`check_pretrained_state_dict` is the check ``SAEViT`` runs before
+``init_cfg=dict(type='Pretrained', ...)`` loads a file: mmengine loads with
+``strict=False`` and only warns about missing keys and other shapes, so a
+checkpoint of another arch would otherwise start training silently.
+
 All functions here are pure (no I/O, inputs not mutated) and idempotent:
 converting a converted checkpoint returns it unchanged.
 """
+import re
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
 __all__ = [
     'BACKBONE_PREFIX', 'CONVERTER', 'get_state_dict', 'extract_backbone',
-    'convert_cls_to_backbone', 'is_backbone_checkpoint'
+    'convert_cls_to_backbone', 'is_backbone_checkpoint',
+    'pretrained_state_dict', 'check_pretrained_state_dict'
 ]
 
 #: Prefix of the backbone in every OpenMMLab model (classifier, detector,
@@ -150,3 +157,115 @@ def convert_cls_to_backbone(checkpoint: Mapping[str, Any],
         meta['source'] = str(source)
     meta.update(_plain_meta(checkpoint.get('meta')))
     return {'state_dict': state_dict, 'meta': meta}
+
+
+def pretrained_state_dict(
+        checkpoint: Mapping[str, Any],
+        prefix: Optional[str] = BACKBONE_PREFIX) -> 'OrderedDict[str, Any]':
+    """The state dict that mmengine's ``PretrainedInit`` loads from a file.
+
+    As mmengine 0.10 does it: ``checkpoint['state_dict']`` if present, else
+    the checkpoint itself; with ``prefix``, the keys under it with the prefix
+    removed (``_load_checkpoint_with_prefix``); without, a leading
+    ``module.`` removed (``load_checkpoint``).
+
+    Args:
+        checkpoint: What the checkpoint file holds.
+        prefix: ``init_cfg``'s ``prefix``; None for a bare backbone state
+            dict. Defaults to ``'backbone.'``.
+
+    Returns:
+        A new ordered dict; empty when no key is under ``prefix``.
+
+    Raises:
+        TypeError: ``checkpoint`` is not a mapping.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError('A checkpoint must be a dict (a state dict or a '
+                        'dict with "state_dict"), got '
+                        f'{type(checkpoint).__name__}.')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    if prefix is None:
+        ddp = re.compile(f'^{re.escape(_DDP_PREFIX)}')
+        return OrderedDict(
+            (ddp.sub('', key), value) for key, value in state_dict.items())
+    if not prefix.endswith('.'):
+        prefix += '.'
+    return OrderedDict((key[len(prefix):], value)
+                       for key, value in state_dict.items()
+                       if key.startswith(prefix))
+
+
+def _shape(tensor: Any) -> str:
+    return 'x'.join(map(str, tensor.shape)) or 'scalar'
+
+
+def _listed(names: List[str], limit: int) -> str:
+    shown = ', '.join(names[:limit])
+    more = len(names) - limit
+    return shown + (f' and {more} more' if more > 0 else '')
+
+
+def check_pretrained_state_dict(model_state: Mapping[str, Any],
+                                checkpoint: Mapping[str, Any],
+                                prefix: Optional[str],
+                                source: str,
+                                limit: int = 5) -> None:
+    """Check that a checkpoint holds exactly the model's keys and shapes.
+
+    Args:
+        model_state: The state dict of the model to load into.
+        checkpoint: What the checkpoint file holds.
+        prefix: ``init_cfg``'s ``prefix`` (see :func:`pretrained_state_dict`).
+        source: The file's name, for the messages.
+        limit: How many names each part of the message lists. Defaults to 5.
+
+    Raises:
+        AssertionError: No key is under ``prefix`` (the type mmengine's
+            ``PretrainedInit`` raises for this); the message names the key
+            groups the file has.
+        ValueError: Keys are missing, unexpected, or of another shape; the
+            message summarises each kind and names the file.
+    """
+    loaded = pretrained_state_dict(checkpoint, prefix)
+    if not loaded:
+        groups = sorted({
+            key.split('.')[0]
+            for key in checkpoint.get('state_dict', checkpoint)
+        })
+        held = f'its top-level key groups are {groups[:10]}' if groups \
+            else 'it holds no keys'
+        raise AssertionError(
+            f'{prefix} is not in the pretrained model {source}: no key '
+            f'starts with {prefix!r}; {held}. Set init_cfg.prefix to the '
+            'prefix the backbone has in the file '
+            f'({BACKBONE_PREFIX!r} in a classifier, detector or segmentor, '
+            'and in tools/model_converters/cls_to_backbone.py output).')
+    missing = [key for key in model_state if key not in loaded]
+    unexpected = [key for key in loaded if key not in model_state]
+    shapes = [
+        f'{key}: file {_shape(value)} vs model {_shape(model_state[key])}'
+        for key, value in loaded.items()
+        if key in model_state and hasattr(value, 'shape')
+        and tuple(value.shape) != tuple(model_state[key].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    problems = []
+    if missing:
+        problems.append(f'it lacks {len(missing)} of the model\'s '
+                        f'{len(model_state)} keys '
+                        f'({_listed(missing, limit)})')
+    if unexpected:
+        problems.append(f'{len(unexpected)} of its {len(loaded)} keys are '
+                        f'not in the model ({_listed(unexpected, limit)})')
+    if shapes:
+        problems.append(f'{len(shapes)} tensors have another shape '
+                        f'({_listed(shapes, limit)})')
+    where = f'under {prefix!r}' if prefix else 'in the file'
+    raise ValueError(
+        f'{source} does not fit this backbone ({where}): '
+        f'{"; ".join(problems)}. A backbone loads only a checkpoint of its '
+        'own arch with every key and shape equal (for example an \'s\' '
+        'file with arch=\'s\'); set init_cfg.checkpoint=None to train '
+        'from the default init instead.')
