@@ -7,6 +7,8 @@ import torch
 from e2e_utils import CONFIGS
 from mmengine.config import Config
 
+from saevit_mm.engine.cli import load_config, train_parser
+
 ALL_CONFIGS = sorted(CONFIGS.glob('*/*.py'))
 HOSTS = dict(mmpretrain='cls', mmdet='det', mmseg='seg')
 
@@ -117,37 +119,56 @@ DENSE_T = [
     'seg/fpn_saevit-t_4xb4-80k_ade20k-512x512.py',
     'seg/upernet_saevit-t_8xb2-160k_ade20k-512x512.py',
 ]
+PRETRAINED_NONE = dict(type='Pretrained', checkpoint=None, prefix='backbone.')
+
+
+@pytest.mark.parametrize(
+    'path',
+    sorted(CONFIGS.glob('[ds]e[tg]/*.py')) +
+    [p for p in sorted(CONFIGS.glob('demo/*.py')) if 'in1k' not in p.name],
+    ids=lambda p: f'{p.parent.name}/{p.stem}')
+def test_dense_backbone_has_pretrained_init_without_checkpoint(path):
+    """Every det/seg config (demos included) gives its backbone a
+    ``Pretrained`` init with no file, for ``--cfg-options`` or a child
+    config to fill; no top-level variable stands in for it."""
+    assert 'backbone_checkpoint' not in path.read_text()
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.backbone.init_cfg == PRETRAINED_NONE
+    assert 'backbone_checkpoint' not in cfg
 
 
 @pytest.mark.parametrize('config', DENSE_T, ids=lambda c: Path(c).stem)
-def test_backbone_checkpoint_variable_sets_pretrained_init(config, tmp_path):
+def test_cfg_options_set_the_backbone_checkpoint(config):
+    """What ``tools/train.py --cfg-options
+    model.backbone.init_cfg.checkpoint=...`` does to the config: the -t
+    config and its -s variant (which inherits the init_cfg)."""
     t_file = CONFIGS / config
     s_file = t_file.with_name(t_file.name.replace('saevit-t', 'saevit-s'))
-    assert Config.fromfile(str(t_file)).model.backbone.init_cfg is None
-    for path, ckpt in ((t_file, 't.pth'), (s_file, 's.pth')):
-        text = path.read_text()
-        assert text.count('backbone_checkpoint = None') == 1
-        (tmp_path / path.name).write_text(
-            text.replace('backbone_checkpoint = None',
-                         f'backbone_checkpoint = {ckpt!r}'))
-    s_cfg = Config.fromfile(str(tmp_path / s_file.name))
-    # the -s config sets its own weights, over those of the -t config
-    assert s_cfg.model.backbone.init_cfg == dict(
-        type='Pretrained', checkpoint='s.pth', prefix='backbone.')
-    assert s_cfg.model.backbone.arch == 's'
+    for path, ckpt, arch in ((t_file, 't.pth', 't'), (s_file, 's.pth', 's')):
+        cfg = load_config(train_parser().parse_args([
+            str(path), '--cfg-options',
+            f'model.backbone.init_cfg.checkpoint={ckpt}'
+        ]))
+        assert cfg.model.backbone.init_cfg == dict(
+            PRETRAINED_NONE, checkpoint=ckpt)
+        assert cfg.model.backbone.arch == arch
 
 
-def test_child_config_from_the_readme_sets_pretrained_init(tmp_path):
-    child = tmp_path / 'child.py'
-    child.write_text(
-        f"_base_ = {str(CONFIGS / DENSE_T[3])!r}\n"
-        "model = dict(backbone=dict(init_cfg=dict(\n"
-        "    _delete_=True, type='Pretrained', prefix='backbone.',\n"
-        "    checkpoint='checkpoints/saevit-t_in1k_backbone.pth')))\n")
-    assert Config.fromfile(str(child)).model.backbone.init_cfg == dict(
-        type='Pretrained',
-        prefix='backbone.',
-        checkpoint='checkpoints/saevit-t_in1k_backbone.pth')
+@pytest.mark.parametrize('config', DENSE_T, ids=lambda c: Path(c).stem)
+def test_child_config_from_the_readme_sets_the_checkpoint(config, tmp_path):
+    """The child config the det/seg READMEs show, over the -t config and
+    over its -s variant."""
+    t_file = CONFIGS / config
+    s_file = t_file.with_name(t_file.name.replace('saevit-t', 'saevit-s'))
+    for base in (t_file, s_file):
+        child = tmp_path / f'child_of_{base.name}'
+        child.write_text(
+            f'_base_ = {str(base)!r}\n'
+            "model = dict(backbone=dict(init_cfg=dict(\n"
+            "    checkpoint='checkpoints/saevit-t_in1k_backbone.pth')))\n")
+        assert Config.fromfile(str(child)).model.backbone.init_cfg == dict(
+            PRETRAINED_NONE,
+            checkpoint='checkpoints/saevit-t_in1k_backbone.pth')
 
 
 def _flatten(node, prefix=''):

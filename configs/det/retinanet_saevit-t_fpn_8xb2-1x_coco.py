@@ -3,11 +3,6 @@
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['saevit_mm'], allow_failed_imports=False)
 
-# Backbone weights: the path of a file written by
-# tools/model_converters/cls_to_backbone.py, or of a full classification
-# checkpoint of the same arch (configs/cls). None trains from scratch.
-backbone_checkpoint = None
-
 model = dict(
     backbone=dict(
         _delete_=True,
@@ -17,10 +12,11 @@ model = dict(
         drop_path_rate=0.1,
         norm_cfg=dict(type='SyncBN', requires_grad=True),
         norm_eval=False,
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint=backbone_checkpoint,
-            prefix='backbone.') if backbone_checkpoint else None),
+        # Backbone weights: set model.backbone.init_cfg.checkpoint (with
+        # --cfg-options or in a child config) to a file written by
+        # tools/model_converters/cls_to_backbone.py or to a classification
+        # checkpoint of the same arch (configs/cls). None: SAEViT's own init.
+        init_cfg=dict(type='Pretrained', checkpoint=None, prefix='backbone.')),
     neck=dict(in_channels=[40, 80, 192, 384]))
 
 optim_wrapper = dict(

@@ -1,15 +1,9 @@
 # Semantic FPN with a SAEViT-S backbone, ADE20K 512x512: the SAEViT-T recipe.
 _base_ = './fpn_saevit-t_4xb4-80k_ade20k-512x512.py'
 
-# Backbone weights of the small arch; see the SAEViT-T config.
-backbone_checkpoint = None
-
 model = dict(
     backbone=dict(
-        arch='s',
-        init_cfg=dict(
-            _delete_=True,
-            type='Pretrained',
-            checkpoint=backbone_checkpoint,
-            prefix='backbone.') if backbone_checkpoint else None),
+        # weights: model.backbone.init_cfg.checkpoint, as in the SAEViT-T
+        # config, with a file of the small arch
+        arch='s'),
     neck=dict(in_channels=[56, 112, 224, 448]))

@@ -4,11 +4,6 @@
 _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['saevit_mm'], allow_failed_imports=False)
 
-# Backbone weights: the path of a file written by
-# tools/model_converters/cls_to_backbone.py, or of a full classification
-# checkpoint of the same arch (configs/cls). None trains from scratch.
-backbone_checkpoint = None
-
 model = dict(
     pretrained=None,
     backbone=dict(
@@ -19,10 +14,11 @@ model = dict(
         drop_path_rate=0.1,
         norm_cfg=dict(type='SyncBN', requires_grad=True),
         norm_eval=False,
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint=backbone_checkpoint,
-            prefix='backbone.') if backbone_checkpoint else None),
+        # Backbone weights: set model.backbone.init_cfg.checkpoint (with
+        # --cfg-options or in a child config) to a file written by
+        # tools/model_converters/cls_to_backbone.py or to a classification
+        # checkpoint of the same arch (configs/cls). None: SAEViT's own init.
+        init_cfg=dict(type='Pretrained', checkpoint=None, prefix='backbone.')),
     neck=dict(in_channels=[40, 80, 192, 384]))
 
 optim_wrapper = dict(
