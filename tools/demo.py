@@ -69,12 +69,7 @@ def train_and_test(task: str,
     work_dir = out / task
     train_options = list(options)
     if backbone is not None:
-        train_options += [
-            'model.backbone.init_cfg._delete_=True',
-            'model.backbone.init_cfg.type=Pretrained',
-            f'model.backbone.init_cfg.checkpoint={backbone}',
-            'model.backbone.init_cfg.prefix=backbone.'
-        ]
+        train_options.append(f'model.backbone.init_cfg.checkpoint={backbone}')
     bar = progress.add_task(f'train {task}', total=None)
     train = yield Step(
         f'training {task}',
