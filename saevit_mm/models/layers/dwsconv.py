@@ -23,7 +23,8 @@ class DWSConv(nn.Module):
 
     Args:
         channels: Input and output channels.
-        kernel_size: Kernel of the depth-wise convolution. Defaults to 3.
+        kernel_size: Odd kernel of the depth-wise convolution (the output
+            keeps the input's size). Defaults to 3.
         norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
 
@@ -40,6 +41,13 @@ class DWSConv(nn.Module):
                  norm_cfg: Optional[Dict] = None,
                  act_cfg: Optional[Dict] = None) -> None:
         super().__init__()
+        if isinstance(kernel_size, bool) or not isinstance(
+                kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                'DWSConv kernel_size must be an odd positive int (1, 3, 5, '
+                '...): only an odd kernel with padding kernel_size // 2 '
+                'keeps the map size for the residual add, but got '
+                f'{kernel_size!r}.')
         act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
         self.dw = ConvNorm(
             channels,

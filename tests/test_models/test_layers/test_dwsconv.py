@@ -23,6 +23,25 @@ def test_dwsconv_is_depthwise_then_pointwise():
     assert (grad[0].abs().sum((1, 2)) > 0).all()
 
 
+@pytest.mark.parametrize('kernel_size', [1, 5, 7])
+def test_dwsconv_odd_kernels_keep_the_size(kernel_size):
+    layer = DWSConv(8, kernel_size=kernel_size).eval()
+    assert layer.dw.conv.kernel_size == (kernel_size, kernel_size)
+    x = torch.randn(1, 8, 6, 9)
+    assert layer(x).shape == x.shape
+
+
+@pytest.mark.parametrize('kernel_size', [2, 4, 0, -3, 3.0, True], ids=str)
+def test_dwsconv_rejects_kernels_that_change_the_size(kernel_size):
+    """An even kernel would shift the map by one pixel and break the
+    block's residual add; refuse it when the layer is built."""
+    with pytest.raises(
+            ValueError,
+            match=r'DWSConv kernel_size must be an odd positive int.*but '
+            f'got {kernel_size!r}'):
+        DWSConv(8, kernel_size=kernel_size)
+
+
 @pytest.mark.parametrize('size', [(1, 1), (32, 32), (97, 131)], ids=str)
 def test_stem_and_downsample_round_up(size):
     stem = ConvStem(3, 16).eval()
