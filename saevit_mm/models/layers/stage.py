@@ -7,9 +7,22 @@ blocks of the network (the caller passes each block's rate). With
 ``with_cp`` each block is checkpointed with ``use_reentrant=False`` while
 training, which also works when the stage's input needs no gradient (after a
 frozen stage).
-"""
-from typing import Dict, Optional, Sequence
 
+NOTE: the recompute in backward runs the block's BatchNorm layers again in
+training mode, which would update their running statistics (and
+``num_batches_tracked``) a second time per step. :func:`_buffers_kept`
+restores every buffer of the block after the recompute, so ``with_cp``
+trains exactly like the plain forward. Switching the statistics off during
+the recompute instead (``track_running_stats=False``) changes which tensors
+BatchNorm saves, and non-reentrant checkpoint refuses that. Under SyncBN the
+recompute still synchronises the batch statistics again: its output must
+equal the forward's.
+"""
+from contextlib import contextmanager, nullcontext
+from functools import partial
+from typing import ContextManager, Dict, Iterator, Optional, Sequence, Tuple
+
+import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -17,6 +30,29 @@ from .block import SAEViTBlock
 from .stem import Downsample
 
 __all__ = ['SAEViTStage']
+
+
+@contextmanager
+def _buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Put every buffer of ``module`` back to its value on entry, on exit.
+
+    Used as the recompute context of a checkpointed block: the recompute
+    then leaves the BatchNorm running statistics as the forward left them.
+    """
+    saved = [(buffer, buffer.clone()) for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+def _checkpoint_contexts(
+        module: nn.Module) -> Tuple[ContextManager, ContextManager]:
+    """``context_fn`` of :func:`torch.utils.checkpoint.checkpoint`: nothing
+    around the forward, :func:`_buffers_kept` around the recompute."""
+    return nullcontext(), _buffers_kept(module)
 
 
 class SAEViTStage(nn.Module):
@@ -32,7 +68,8 @@ class SAEViTStage(nn.Module):
             True when ``in_channels != embed_dims``.
         drop_paths: Stochastic depth rate of each block (``depth`` entries);
             ``None`` means 0 everywhere. Defaults to None.
-        with_cp: Checkpoint each block while training. Defaults to False.
+        with_cp: Checkpoint each block while training; the recompute does
+            not update BatchNorm statistics again. Defaults to False.
         norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
         **block_kwargs: Other :class:`~.block.SAEViTBlock` arguments
             (``ffn_ratio``, ``ffn_kernel_sizes``, ``attn_type``, ``ffn_type``,
@@ -84,6 +121,10 @@ class SAEViTStage(nn.Module):
             x = self.downsample(x)
         if self.with_cp and self.training:
             for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(
+                    block,
+                    x,
+                    use_reentrant=False,
+                    context_fn=partial(_checkpoint_contexts, block))
             return x
         return self.blocks(x)

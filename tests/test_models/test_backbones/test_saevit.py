@@ -1,6 +1,5 @@
 """SAEViT backbone: shapes, gradients, freezing, norm_eval, with_cp, init,
 ablations, and the errors on bad input."""
-import copy
 import re
 
 import pytest
@@ -12,8 +11,8 @@ from torch import nn
 from saevit_mm.models import SAEViT
 from saevit_mm.models.layers import (CIFFN, ConvFFN, DWSConv, MHSA2d,
                                      SparselyAggregatedAttention)
-from .utils import (TINY_ARCH, all_finite, check_norm_state, expected_size,
-                    norm_layers)
+from .utils import (TINY_ARCH, all_finite, assert_same_state, check_norm_state,
+                    expected_size, norm_layers)
 
 ALL_STAGES = (0, 1, 2, 3)
 
@@ -196,32 +195,63 @@ def _forward_backward(model, x):
     return [o.detach() for o in outs], grads
 
 
-@pytest.mark.parametrize('frozen_stages', [-1, 2])
-def test_with_cp_same_outputs_and_gradients(tiny_arch, frozen_stages):
+def _train_steps(model, inputs):
+    """One forward, backward and SGD step per input; the outputs and
+    gradients of every step. Reseeds before each step so that two models
+    draw the same drop-path masks."""
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=1e-4,
+        momentum=0.9)
+    history = []
+    for step, x in enumerate(inputs):
+        torch.manual_seed(step)
+        optimizer.zero_grad()
+        outs, grads = _forward_backward(model, x)
+        assert all_finite(outs), f'step {step}: the training diverged'
+        history.append((outs, grads))
+        optimizer.step()
+    return history
+
+
+@pytest.mark.parametrize('kwargs', [
+    pytest.param({}, id='plain'),
+    pytest.param(dict(frozen_stages=2), id='frozen2'),
+    pytest.param(dict(norm_eval=True), id='norm-eval'),
+])
+def test_with_cp_trains_like_without(tiny_arch, kwargs):
+    """Three SGD steps with and without ``with_cp`` give the same outputs,
+    gradients, weights and BatchNorm buffers: the recompute in backward
+    must not update the running statistics a second time."""
     base = SAEViT(
+        tiny_arch, out_indices=ALL_STAGES, drop_path_rate=0.2, **kwargs)
+    base.init_weights()
+    cp = SAEViT(
         tiny_arch,
         out_indices=ALL_STAGES,
         drop_path_rate=0.2,
-        frozen_stages=frozen_stages)
-    base.init_weights()
-    cp = copy.deepcopy(base)
-    for stage in cp.stages:
-        stage.with_cp = True
+        with_cp=True,
+        **kwargs)
+    cp.load_state_dict(base.state_dict())
     base.train()
     cp.train()
-    x = torch.randn(2, 3, 64, 48)
-    torch.manual_seed(1)
-    outs, grads = _forward_backward(base, x)
-    torch.manual_seed(1)
-    outs_cp, grads_cp = _forward_backward(cp, x)
-    for a, b in zip(outs, outs_cp):
-        torch.testing.assert_close(a, b)
-    assert grads.keys() == grads_cp.keys()
-    frozen = {n for n, g in grads.items() if g is None}
-    assert frozen == {n for n, g in grads_cp.items() if g is None}
-    assert bool(frozen) == (frozen_stages >= 0)
-    for name in grads.keys() - frozen:
-        torch.testing.assert_close(grads[name], grads_cp[name], msg=name)
+    inputs = [torch.randn(2, 3, 64, 48) for _ in range(3)]
+    steps = zip(_train_steps(base, inputs), _train_steps(cp, inputs))
+    for step, ((outs, grads), (outs_cp, grads_cp)) in enumerate(steps):
+        for a, b in zip(outs, outs_cp):
+            torch.testing.assert_close(b, a, msg=f'step {step}')
+        assert grads.keys() == grads_cp.keys()
+        frozen = {n for n, g in grads.items() if g is None}
+        assert frozen == {n for n, g in grads_cp.items() if g is None}
+        assert bool(frozen) == ('frozen_stages' in kwargs)
+        for name in grads.keys() - frozen:
+            torch.testing.assert_close(
+                grads_cp[name], grads[name], msg=f'step {step}: {name}')
+    # weights and every BatchNorm buffer, num_batches_tracked included
+    assert_same_state(cp.state_dict(), base.state_dict())
+    # one update per step (the recompute used to add a second one)
+    tracked = cp.stages[-1].blocks[0].norm1.num_batches_tracked.item()
+    assert tracked == (0 if kwargs.get('norm_eval') else len(inputs))
 
 
 def test_with_cp_argument_reaches_every_stage(tiny_arch):

@@ -1,5 +1,5 @@
 """Helpers shared by the backbone tests."""
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -36,3 +36,22 @@ def expected_size(size: int, stride: int) -> int:
 
 def all_finite(outs) -> bool:
     return all(torch.isfinite(o).all().item() for o in outs)
+
+
+def assert_same_state(actual: Mapping[str, torch.Tensor],
+                      expected: Mapping[str, torch.Tensor],
+                      exact: bool = False) -> None:
+    """Same keys (compared first, so nothing is skipped), then each entry
+    equal: bit for bit with ``exact``, else within ``assert_close``'s
+    default tolerance (integer buffers such as ``num_batches_tracked`` are
+    always compared exactly)."""
+    assert actual.keys() == expected.keys(), (
+        'missing', sorted(expected.keys() - actual.keys()), 'unexpected',
+        sorted(actual.keys() - expected.keys()))
+    tolerance = dict(rtol=0, atol=0) if exact else {}
+    for name, value in expected.items():
+        torch.testing.assert_close(
+            actual[name],
+            value,
+            msg=lambda text, name=name: f'{name}: {text}',
+            **tolerance)
