@@ -333,12 +333,19 @@ class SAEViT(BaseModule):
         (:meth:`SparselyAggregatedAttention.init_sampling`); a non-pretrained
         ``init_cfg`` is applied after that.
 
+        The model is initialised once, as mmengine's ``BaseModule``
+        promises: a later call (after a checkpoint was loaded, say) changes
+        no weight, and mmengine logs that it was called more than once.
+
         Raises:
             FileNotFoundError: ``checkpoint`` is a local path with no file.
             ValueError: The file's keys or shapes are not this backbone's.
             AssertionError: No key of the file is under ``prefix`` (as
                 mmengine raises it).
         """
+        if self.is_init:
+            super().init_weights()
+            return
         if isinstance(self.init_cfg, dict) and \
                 self.init_cfg.get('type') == 'Pretrained':
             path = self.init_cfg.get('checkpoint')

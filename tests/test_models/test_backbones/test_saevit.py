@@ -385,6 +385,18 @@ def test_drop_path_grows_linearly(tiny_arch):
 # ---------------------------------------------------------------- init
 
 
+def _sampling_convs(model):
+    """The SAA sampling and recovery convolutions (initialised as cell
+    average and copy, not at random)."""
+    return {
+        conv
+        for m in model.modules()
+        if isinstance(m, SparselyAggregatedAttention)
+        and m.sampler is not None
+        for conv in (m.sampler, m.recovery.conv)
+    }
+
+
 def test_default_init(tiny_arch):
     model = SAEViT(tiny_arch)
     for p in model.parameters():
@@ -395,29 +407,75 @@ def test_default_init(tiny_arch):
                                torch.full_like(saa.sampler.weight, 1 / 16))
     assert torch.equal(saa.recovery.conv.weight,
                        torch.ones_like(saa.recovery.conv.weight))
-    qkv = saa.attn.qkv
-    assert qkv.weight.std() < 0.05 and torch.equal(
-        qkv.bias, torch.zeros_like(qkv.bias))
+    # every other convolution: truncated normal, std 0.02, zero bias
+    sampling = _sampling_convs(model)
+    convs = [
+        m for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+        and m not in sampling
+    ]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert weights.numel() > 10000
+    assert abs(weights.mean().item()) < 0.001
+    assert 0.019 < weights.std().item() < 0.021
+    # truncation at +-2 (mmengine's absolute bounds) is 100 std away
+    assert weights.abs().max().item() < 0.2
+    assert all(m.weight.std() > 0.01 for m in convs)
+    for m in convs:
+        if m.bias is not None:
+            assert torch.equal(m.bias, torch.zeros_like(m.bias))
     for m in norm_layers(model):
         assert torch.equal(m.weight, torch.ones_like(m.weight))
+        assert torch.equal(m.bias, torch.zeros_like(m.bias))
+
+
+def _random_state(model, seed):
+    """A state dict of ``model``'s layout with random values everywhere
+    (parameters and BatchNorm statistics)."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            value = torch.rand(value.shape, generator=gen) + 0.5
+        else:
+            value = torch.randint(1, 100, value.shape, generator=gen)
+        state[name] = value
+    return state
 
 
 def test_pretrained_init_loads_and_skips_custom_init(tiny_arch, tmp_path):
-    source = SAEViT(tiny_arch, out_indices=ALL_STAGES)
-    for p in source.parameters():
-        nn.init.uniform_(p, -1, 1)
-    state = {f'backbone.{k}': v for k, v in source.state_dict().items()}
-    path = tmp_path / 'classifier.pth'
-    torch.save(dict(state_dict=state), path)
+    """Every key comes from the checkpoint, and the default init (random
+    draws, overwritten at once by the load) does not run: the global RNG
+    is left as it was."""
     model = SAEViT(
         tiny_arch,
         out_indices=ALL_STAGES,
         init_cfg=dict(
-            type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+            type='Pretrained',
+            checkpoint=str(tmp_path / 'classifier.pth'),
+            prefix='backbone.'))
+    state = _random_state(model, seed=1)
+    torch.save(
+        dict(state_dict={f'backbone.{k}': v
+                         for k, v in state.items()}),
+        tmp_path / 'classifier.pth')
+    rng = torch.get_rng_state()
     model.init_weights()
-    for (name, a), b in zip(model.state_dict().items(),
-                            source.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert_same_state(model.state_dict(), state, exact=True)
+
+
+def test_second_init_weights_keeps_loaded_weights(tiny_arch):
+    """mmengine's contract: a module initialises once; a second
+    ``init_weights()`` (say, by a runner after a checkpoint was loaded)
+    changes nothing."""
+    model = SAEViT(tiny_arch, out_indices=ALL_STAGES)
+    model.init_weights()
+    assert model.is_init
+    state = _random_state(model, seed=2)
+    model.load_state_dict(state)
+    model.init_weights()
+    assert_same_state(model.state_dict(), state, exact=True)
 
 
 def test_get_layer_depth(tiny_arch):
