@@ -23,6 +23,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from saevit_mm.registry import register_model
 from ..layers import SAEViTStage, SparselyAggregatedAttention
@@ -275,13 +276,42 @@ class SAEViT(BaseModule):
                 f'Input {height}x{width} is smaller than this network can '
                 f'reduce: its {self.num_stages} stages need height and width '
                 f'>= {self.min_input_size} (the stride of the last stage).')
+        if self.training:
+            self._check_batch_statistics(x)
+
+    def _check_batch_statistics(self, x: Tensor) -> None:
+        """Refuse a batch that leaves a training-mode BatchNorm of the last
+        stage one value per channel (torch would fail inside that stage)."""
+        last = self.num_stages - 1
+        stride = self.stage_stride(last)
+        height, width = x.shape[-2:]
+        if x.shape[0] * -(-height // stride) * -(-width // stride) > 1:
+            return
+        layers = [
+            *self.stages[last].modules(),
+            *getattr(self, f'norm{last}').modules()
+        ]
+        # SyncBN counts the values of every process and checks the sum itself
+        if any(
+                isinstance(m, _BatchNorm) and m.training
+                and not isinstance(m, nn.SyncBatchNorm) for m in layers):
+            raise ValueError(
+                f'A batch of 1 image of {height}x{width} gives stage {last} '
+                'a 1x1 map, so its BatchNorm layers see one value per '
+                'channel, which training mode cannot normalise. Use a batch '
+                f'of 2 or more, an input larger than {stride}x{stride} '
+                f'(height or width > {stride}), norm_eval=True, or a norm '
+                "without batch statistics (norm_cfg=dict(type='GN', ...)).")
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Feature maps of the stages in ``out_indices``.
 
         Args:
             x: Images, ``(B, in_channels, H, W)`` with ``H, W >=``
-                :attr:`min_input_size`; any other size is fine.
+                :attr:`min_input_size`; any other size is fine, except one
+                image alone at ``H = W =`` :attr:`min_input_size` in training
+                mode with BatchNorm: the last stage's 1x1 map would give
+                BatchNorm one value per channel (a clear ValueError says so).
 
         Returns:
             One contiguous NCHW map per entry of ``out_indices`` (in sorted

@@ -613,3 +613,33 @@ def test_input_smaller_than_the_network_can_reduce(tiny_arch, size):
         model(torch.rand(1, 3, *size))
     # the smallest allowed size works
     assert_shapes(model, model(torch.rand(1, 3, 32, 32)), 1, 32, 32)
+
+
+def test_single_image_at_the_smallest_size_cannot_train_batchnorm(tiny_arch):
+    """A 32x32 image alone gives the last stage a 1x1 map: BatchNorm in
+    training mode would see one value per channel. Our error says what to
+    change instead of torch's from deep inside the last stage."""
+    model = SAEViT(tiny_arch).train()
+    with pytest.raises(
+            ValueError,
+            match=re.escape('A batch of 1 image of 32x32 gives stage 3 a 1x1 '
+                            'map') + '.*batch of 2 or more.*larger than '
+            r'32x32.*norm_eval=True'):
+        model(torch.rand(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize('shape,kwargs', [
+    pytest.param((2, 3, 32, 32), {}, id='batch-2'),
+    pytest.param((1, 3, 32, 33), {}, id='1x2-last-map'),
+    pytest.param((1, 3, 32, 32), dict(norm_eval=True), id='norm-eval'),
+    pytest.param((1, 3, 32, 32), dict(frozen_stages=4), id='all-frozen'),
+    pytest.param((1, 3, 32, 32),
+                 dict(norm_cfg=dict(type='GN', num_groups=1)),
+                 id='group-norm'),
+])
+def test_smallest_size_trains_where_the_norms_allow(tiny_arch, shape,
+                                                     kwargs):
+    model = SAEViT(tiny_arch, out_indices=ALL_STAGES, **kwargs).train()
+    outs = model(torch.rand(*shape))
+    assert_shapes(model, outs, shape[0], *shape[2:])
+    assert all_finite(outs)
