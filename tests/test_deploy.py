@@ -1,6 +1,4 @@
 """Deploy path: BN folding, ONNX export (+ onnxruntime), torch.compile."""
-import time
-
 import pytest
 import torch
 from torch import nn
@@ -127,10 +125,8 @@ def test_torch_compile_matches_eager():
     model = _saevit('t')
     x = torch.randn(1, 3, 64, 64)
     compiled = torch.compile(model)
-    start = time.perf_counter()
     with torch.no_grad():
         ref = model(x)
         out = compiled(x)
-    assert time.perf_counter() - start < 600
     for a, b in zip(ref, out):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)

@@ -90,14 +90,58 @@ def test_saa_initial_sampling_is_cell_average_and_recovery_a_copy():
     assert out.std(dim=(3, 5)).max() < 1e-5
 
 
-def test_saa_pads_and_crops_back():
-    """Odd sizes behave exactly like the zero-padded input, cropped."""
-    saa = SparselyAggregatedAttention(8, 2, sample_ratio=4).eval()
+def reference_saa(saa, x):
+    """SAA (``r > 1``, eval mode) written out cell by cell.
+
+    The map is cut into ``r`` x ``r`` cells from the top-left corner; the
+    cells on the bottom and right border may be cut short, and their
+    delegate sums only the pixels they have. Every output pixel takes its
+    cell's attended delegate, scaled by the recovery weight at its place in
+    the cell, then the recovery BatchNorm and the 1x1 projection.
+    """
+    r = saa.sample_ratio
+    B, C, H, W = x.shape
+    rows, cols = math.ceil(H / r), math.ceil(W / r)
+    sample = saa.sampler.weight[:, 0]  # (C, r, r)
+    delegates = torch.empty(B, C, rows, cols)
+    for i in range(rows):
+        for j in range(cols):
+            cell = x[:, :, i * r:(i + 1) * r, j * r:(j + 1) * r]
+            h, w = cell.shape[-2:]
+            delegates[:, :, i, j] = (cell * sample[:, :h, :w]).sum((2, 3))
+    tokens = reference_attention(saa.attn, delegates)
+    spread = saa.recovery.conv.weight[:, 0]  # (C, r, r)
+    out = torch.empty(B, C, H, W)
+    for y in range(H):
+        for x_ in range(W):
+            out[:, :, y, x_] = tokens[:, :, y // r, x_ // r] * \
+                spread[:, y % r, x_ % r]
+    bn = saa.recovery.norm
+    out = (out - bn.running_mean[:, None, None]) / torch.sqrt(
+        bn.running_var[:, None, None] + bn.eps) * bn.weight[:, None, None] \
+        + bn.bias[:, None, None]
+    return torch.einsum('oc,bchw->bohw', saa.proj.weight[:, :, 0, 0],
+                        out) + saa.proj.bias[:, None, None]
+
+
+@pytest.mark.parametrize('ratio,size', [
+    pytest.param(4, (7, 10), id='r4-7x10'),
+    pytest.param(4, (8, 12), id='r4-divisible'),
+    pytest.param(3, (5, 13), id='r3-5x13'),
+    pytest.param(2, (1, 1), id='r2-1x1'),
+])
+def test_saa_matches_cell_by_cell_reference(ratio, size):
+    """Any size: partial border cells, no extra cell when the size divides,
+    the output cropped to the input's size from the top-left."""
+    saa = SparselyAggregatedAttention(8, 2, sample_ratio=ratio).eval()
     for p in saa.parameters():
         torch.nn.init.normal_(p, std=0.3)
-    x = torch.randn(2, 8, 7, 10)
-    padded = F.pad(x, (0, 2, 0, 1))
-    torch.testing.assert_close(saa(x), saa(padded)[..., :7, :10])
+    bn = saa.recovery.norm
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 8, *size)
+    torch.testing.assert_close(
+        saa(x), reference_saa(saa, x), rtol=1e-4, atol=1e-5)
 
 
 def test_saa_gradients_reach_sampling_and_recovery():

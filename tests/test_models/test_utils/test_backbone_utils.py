@@ -48,8 +48,20 @@ def test_freeze_module_and_set_norm_eval():
         nn.Dropout())
     freeze_module(net[0])
     assert not net[0].training and not net[0].weight.requires_grad
+    bn = net[1]
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    stats = [b.clone() for b in bn.buffers()]
     net.train()
     set_norm_eval(net)
     assert [m.training for m in net] == [True, False, False, True]
-    assert net[1].weight.requires_grad
-    assert torch.is_tensor(net[1].running_mean)
+    assert bn.weight.requires_grad
+    # a training step keeps the running statistics and normalises with them
+    x = torch.randn(2, 3, 6, 6)
+    out = net[:2](x)
+    for before, after in zip(stats, bn.buffers(), strict=True):
+        assert torch.equal(before, after)
+    expected = (net[0](x) - stats[0][:, None, None]) / torch.sqrt(
+        stats[1][:, None, None] + bn.eps) * bn.weight[:, None, None] \
+        + bn.bias[:, None, None]
+    torch.testing.assert_close(out, expected)
