@@ -1,6 +1,7 @@
 """A non-editable install: the wheel holds only the library, and the configs
 work from it, from another directory, with the repository off sys.path."""
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -16,9 +17,16 @@ from e2e_utils import DEMO_CONFIGS, REPO, TINY_OPTIONS, demo_data_root
 @pytest.fixture(scope='module')
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp('wheel')
+    # build from a copy without build/ or *.egg-info left by earlier builds,
+    # whose stale files setuptools would pack too
+    source = out / 'source'
+    shutil.copytree(
+        REPO, source,
+        ignore=shutil.ignore_patterns('.git', '.venv', 'build', '*.egg-info',
+                                      'work_dirs', 'data', '__pycache__'))
     subprocess.run([
         sys.executable, '-m', 'pip', 'wheel', '--no-deps',
-        '--no-build-isolation', '-q', '-w', str(out), str(REPO)
+        '--no-build-isolation', '-q', '-w', str(out), str(source)
     ],
                    check=True,
                    cwd=out)
