@@ -107,7 +107,8 @@ def test_demo_config_trains_and_tests_from_the_wheel(wheel_python, tmp_path,
 @pytest.mark.det
 def test_det_config_builds_and_predicts_from_the_wheel(wheel_python,
                                                        tmp_path):
-    config = REPO / 'configs' / 'det' / 'retinanet_saevit-t_fpn_8xb2-1x_coco.py'
+    config = (REPO / 'configs' / 'det' /
+              'retinanet_saevit-t_fpn_8xb2-1x_coco.py')
     code = f'''
 import torch, saevit_mm
 from mmengine.config import Config

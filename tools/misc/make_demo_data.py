@@ -15,7 +15,7 @@ from typing import Iterable, Optional, Sequence, TypeVar
 from rich.progress import track
 
 from demo_data import (TASKS, DemoDataSpec, SplitSpec, is_up_to_date,
-                            make_demo_data)
+                       make_demo_data)
 
 T = TypeVar('T')
 

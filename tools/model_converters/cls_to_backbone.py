@@ -5,8 +5,9 @@
         checkpoints/saevit-t_in1k_backbone.pth
 
 The output keeps the ``backbone.`` prefix and holds tensors only (it loads
-with ``torch.load(weights_only=True)``). Set ``backbone_checkpoint`` at the
-top of a config in ``configs/det`` or ``configs/seg`` to its path. The
+with ``torch.load(weights_only=True)``). Give its path to a config in
+``configs/det`` or ``configs/seg`` with ``--cfg-options
+model.backbone.init_cfg.checkpoint=PATH`` (or in a child config). The
 conversion itself is :func:`saevit_mm.models.utils.checkpoint.
 convert_cls_to_backbone`; this script only reads and writes files.
 """

@@ -177,8 +177,8 @@ class SAEViT(BaseModule):
                  attn_type: str = 'saa',
                  ffn_type: str = 'ciffn',
                  use_dwsconv: bool = True,
-                 norm_cfg: Optional[Dict] = None,
-                 act_cfg: Optional[Dict] = None,
+                 norm_cfg: Dict = dict(type='BN'),
+                 act_cfg: Dict = dict(type='GELU'),
                  init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None
                  ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -211,8 +211,6 @@ class SAEViT(BaseModule):
                                                  self.num_stages)
         self.norm_eval = norm_eval
         self.with_cp = with_cp
-        norm_cfg = dict(type='BN') if norm_cfg is None else norm_cfg
-        act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
 
         # stem and stages
         self.stem = ConvStem(

@@ -11,7 +11,8 @@ from .stage import SAEViTStage
 from .stem import ConvStem, Downsample
 
 __all__ = [
-    'ATTN_TYPES', 'FFN_TYPES', 'Attention2d', 'coarse_tokens', 'CIFFN', 'ConvFFN', 'ConvNorm',
+    'ATTN_TYPES', 'FFN_TYPES', 'Attention2d', 'coarse_tokens', 'CIFFN',
+    'ConvFFN', 'ConvNorm',
     'ConvStem', 'Downsample', 'DWSConv', 'MHSA2d',
     'SAEViTBlock', 'SAEViTStage', 'SparselyAggregatedAttention'
 ]

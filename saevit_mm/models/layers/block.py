@@ -11,7 +11,7 @@ The ablation switches replace SAA by full attention (``attn_type='mhsa'``),
 CIFFN by a plain conv FFN (``ffn_type='ffn'``) or drop DWSConv
 (``use_dwsconv=False``).
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
@@ -80,12 +80,11 @@ class SAEViTBlock(nn.Module):
                  ffn_type: str = 'ciffn',
                  use_dwsconv: bool = True,
                  drop_path: float = 0.,
-                 norm_cfg: Optional[Dict] = None,
-                 act_cfg: Optional[Dict] = None) -> None:
+                 norm_cfg: Dict = dict(type='BN'),
+                 act_cfg: Dict = dict(type='GELU')) -> None:
         super().__init__()
         check_choice('attn_type', attn_type, ATTN_TYPES)
         check_choice('ffn_type', ffn_type, FFN_TYPES)
-        norm_cfg = dict(type='BN') if norm_cfg is None else norm_cfg
         self.dwsconv = DWSConv(
             embed_dims, norm_cfg=norm_cfg,
             act_cfg=act_cfg) if use_dwsconv else None

@@ -18,7 +18,7 @@ which produces the shuffled order directly (channel ``i * g + j`` is channel
 ``i`` of group ``j``) in one copy instead of a concatenation plus a
 reshape-transpose-reshape.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 from mmcv.cnn import build_activation_layer
@@ -57,10 +57,9 @@ class CIFFN(nn.Module):
                  embed_dims: int,
                  ffn_ratio: float = 3,
                  kernel_sizes: Sequence[int] = (3, 5, 7, 9),
-                 norm_cfg: Optional[Dict] = None,
-                 act_cfg: Optional[Dict] = None) -> None:
+                 norm_cfg: Dict = dict(type='BN'),
+                 act_cfg: Dict = dict(type='GELU')) -> None:
         super().__init__()
-        act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
         kernel_sizes = tuple(kernel_sizes)
         hidden = int(embed_dims * ffn_ratio)
         groups = len(kernel_sizes)

@@ -43,10 +43,9 @@ class ConvNorm(nn.Sequential):
                  stride: int = 1,
                  padding: Optional[int] = None,
                  groups: int = 1,
-                 norm_cfg: Optional[Dict] = None) -> None:
+                 norm_cfg: Dict = dict(type='BN')) -> None:
         if padding is None:
             padding = kernel_size // 2
-        norm_cfg = dict(type='BN') if norm_cfg is None else norm_cfg
         super().__init__()
         self.conv = nn.Conv2d(
             in_channels,

@@ -6,7 +6,7 @@ embedded in every block strengthen local features. Our choice: depth-wise 3x3
 branch. The second BN is ours (it keeps the branch's scale in check at
 initialisation and folds into the 1x1 convolution at deploy time).
 """
-from typing import Dict, Optional
+from typing import Dict
 
 from mmcv.cnn import build_activation_layer
 from torch import Tensor, nn
@@ -38,8 +38,8 @@ class DWSConv(nn.Module):
     def __init__(self,
                  channels: int,
                  kernel_size: int = 3,
-                 norm_cfg: Optional[Dict] = None,
-                 act_cfg: Optional[Dict] = None) -> None:
+                 norm_cfg: Dict = dict(type='BN'),
+                 act_cfg: Dict = dict(type='GELU')) -> None:
         super().__init__()
         if isinstance(kernel_size, bool) or not isinstance(
                 kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -48,7 +48,6 @@ class DWSConv(nn.Module):
                 '...): only an odd kernel with padding kernel_size // 2 '
                 'keeps the map size for the residual add, but got '
                 f'{kernel_size!r}.')
-        act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
         self.dw = ConvNorm(
             channels,
             channels,

@@ -3,7 +3,7 @@
 1x1 expansion (+ norm) -> activation -> 1x1 projection (+ norm): CIFFN
 without decomposition and redistribution.
 """
-from typing import Dict, Optional
+from typing import Dict
 
 from mmcv.cnn import build_activation_layer
 from torch import Tensor, nn
@@ -35,10 +35,9 @@ class ConvFFN(nn.Module):
     def __init__(self,
                  embed_dims: int,
                  ffn_ratio: float = 3,
-                 norm_cfg: Optional[Dict] = None,
-                 act_cfg: Optional[Dict] = None) -> None:
+                 norm_cfg: Dict = dict(type='BN'),
+                 act_cfg: Dict = dict(type='GELU')) -> None:
         super().__init__()
-        act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
         hidden = int(embed_dims * ffn_ratio)
         if hidden < 1:
             raise ValueError(f'The FFN hidden width int({embed_dims} * '

@@ -63,13 +63,12 @@ class SparselyAggregatedAttention(nn.Module):
                  multi_scale: bool = True,
                  qkv_bias: bool = True,
                  attn_drop: float = 0.,
-                 norm_cfg: Optional[Dict] = None) -> None:
+                 norm_cfg: Dict = dict(type='BN')) -> None:
         super().__init__()
         if isinstance(sample_ratio, bool) or not isinstance(
                 sample_ratio, int) or sample_ratio < 1:
             raise ValueError('sample_ratio must be a positive int, but got '
                              f'{sample_ratio!r}.')
-        norm_cfg = dict(type='BN') if norm_cfg is None else norm_cfg
         self.sample_ratio = r = sample_ratio
         self.sampler: Optional[nn.Conv2d] = None
         self.recovery: Optional[nn.Sequential] = None

@@ -92,7 +92,7 @@ class SAEViTStage(nn.Module):
                  downsample: bool,
                  drop_paths: Optional[Sequence[float]] = None,
                  with_cp: bool = False,
-                 norm_cfg: Optional[Dict] = None,
+                 norm_cfg: Dict = dict(type='BN'),
                  **block_kwargs) -> None:
         super().__init__()
         drop_paths = (0., ) * depth if drop_paths is None else drop_paths

@@ -5,7 +5,7 @@ conv3x3 s2 -> BN -> GELU -> conv3x3 s2 -> BN (stride 4), each later stage
 starts with conv3x3 s2 -> BN (stride 2). With padding 1 an ``H`` x ``W`` map
 becomes ``ceil(H / 2)`` x ``ceil(W / 2)``, so odd sizes need no padding.
 """
-from typing import Dict, Optional
+from typing import Dict
 
 from mmcv.cnn import build_activation_layer
 from torch import nn
@@ -37,10 +37,9 @@ class ConvStem(nn.Sequential):
     def __init__(self,
                  in_channels: int,
                  out_channels: int,
-                 norm_cfg: Optional[Dict] = None,
-                 act_cfg: Optional[Dict] = None) -> None:
+                 norm_cfg: Dict = dict(type='BN'),
+                 act_cfg: Dict = dict(type='GELU')) -> None:
         super().__init__()
-        act_cfg = dict(type='GELU') if act_cfg is None else act_cfg
         mid_channels = max(out_channels // 2, 1)
         self.conv1 = ConvNorm(
             in_channels, mid_channels, 3, stride=2, norm_cfg=norm_cfg)
@@ -67,6 +66,6 @@ class Downsample(ConvNorm):
     def __init__(self,
                  in_channels: int,
                  out_channels: int,
-                 norm_cfg: Optional[Dict] = None) -> None:
+                 norm_cfg: Dict = dict(type='BN')) -> None:
         super().__init__(
             in_channels, out_channels, 3, stride=2, norm_cfg=norm_cfg)

@@ -638,7 +638,7 @@ def test_single_image_at_the_smallest_size_cannot_train_batchnorm(tiny_arch):
                  id='group-norm'),
 ])
 def test_smallest_size_trains_where_the_norms_allow(tiny_arch, shape,
-                                                     kwargs):
+                                                    kwargs):
     model = SAEViT(tiny_arch, out_indices=ALL_STAGES, **kwargs).train()
     outs = model(torch.rand(*shape))
     assert_shapes(model, outs, shape[0], *shape[2:])
