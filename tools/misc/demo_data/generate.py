@@ -5,8 +5,8 @@ of the generator's source code, the seed, the task's counts and sizes, the
 file count and a SHA-256 of the tree. A later call with the same parameters
 (and the same code) finds the manifest and does nothing; otherwise the
 directory is regenerated. Files are written into a hidden staging
-directory and moved into place only when complete, so an interrupted run never leaves a directory
-that looks finished.
+directory and moved into place only when complete, so an interrupted run
+never leaves a directory that looks finished.
 """
 import hashlib
 import json
