@@ -301,8 +301,9 @@ NUMPY1_GLOBALS = {
 
 
 class NumpyInfoHook(Hook):
-    """Keeps numpy values in the message hub, as metric and best-checkpoint
-    hooks do; the runner saves them in its checkpoints."""
+    """Keeps numpy values in the message hub's runtime info, which the
+    runner saves in its checkpoints (CheckpointHook keeps ``best_score``
+    there, of whatever type the metric returned)."""
 
     def after_train_iter(self,
                          runner,
