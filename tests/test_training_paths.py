@@ -5,16 +5,18 @@
   statistics keep their initial values over the steps, the other backbone
   weights move, and the optimizer holds none of the frozen parameters.
 - ``kill -9`` of the SAEViT classification demo in the middle of an epoch,
-  then ``tools/train.py --resume``: the final weights equal those of an
-  uninterrupted run.
+  then ``tools/train.py --resume`` from the last epoch checkpoint: the final
+  weights equal those of an uninterrupted run (the config's
+  ``RandomStateHook`` restores the random-number states of the epoch).
 """
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import pytest
 import torch
@@ -167,20 +169,23 @@ def test_frozen_stages_the_optimizer_holds_and_steps_no_frozen_parameter(
 
 #: Four iterations an epoch (8 images, batch 2), two epochs: 8 iterations.
 CLS_ITERS_PER_EPOCH = 4
-CLS_MAX_ITERS = 2 * CLS_ITERS_PER_EPOCH
-#: A checkpoint every 3 iterations: iter_3 and iter_6 are both mid-epoch.
-CKPT_INTERVAL = 3
+CLS_EPOCHS = 2
+#: The real config's checkpointing (by epoch, max_keep_ckpts=1) with an
+#: interval the two-epoch schedule reaches: epoch_1.pth, then epoch_2.pth.
+#: A kill in the middle of epoch 2 resumes from epoch_1.pth and redoes
+#: epoch 2. (mmengine deletes the older checkpoint *before* it writes the
+#: next, so with max_keep_ckpts=1 a kill during that write would leave
+#: last_checkpoint naming a deleted file; this kill lands between
+#: iterations, long before the epoch_2.pth write.)
 KILL_OPTIONS = [
     *TINY_OPTIONS['cls'],
     'randomness.seed=0',
     'randomness.deterministic=True',
-    'default_hooks.checkpoint.by_epoch=False',
-    f'default_hooks.checkpoint.interval={CKPT_INTERVAL}',
-    # keep both mid-epoch checkpoints: mmengine deletes the oldest one
-    # *before* it writes the next, so with max_keep_ckpts=1 a kill during
-    # that write leaves last_checkpoint naming a deleted file
-    'default_hooks.checkpoint.max_keep_ckpts=2',
+    'default_hooks.checkpoint.interval=1',
 ]
+#: "Epoch(train) [2][1/4]": an iteration of epoch 2 (mmengine counts from 1)
+#: in the Runner's log.
+_EPOCH_ITER_RE = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\]')
 
 
 def _train_args(work_dir: Path, resume: bool = False) -> List[str]:
@@ -193,12 +198,18 @@ def _train_args(work_dir: Path, resume: bool = False) -> List[str]:
     ]
 
 
-def _kill_after_checkpoint(args: Sequence[str], data_root: Path,
-                           work_dir: Path, checkpoint: str) -> None:
-    """Run the tool ``args``; SIGKILL it as soon as ``last_checkpoint``
-    names ``checkpoint`` (mmengine writes it after the checkpoint file)."""
+def _logged_iters(log: Path) -> List[Tuple[int, int]]:
+    """``(epoch, iteration in the epoch)`` of every logged training step."""
+    text = log.read_text(errors='replace') if log.exists() else ''
+    return [(int(m.group(1)), int(m.group(2)))
+            for m in _EPOCH_ITER_RE.finditer(text)]
+
+
+def _kill_in_epoch(args: Sequence[str], data_root: Path, work_dir: Path,
+                   epoch: int) -> Path:
+    """Run the tool ``args``; SIGKILL it as soon as its log shows an
+    iteration of ``epoch``. Returns the log."""
     log = work_dir.parent / f'{work_dir.name}.log'
-    pointer = work_dir / 'last_checkpoint'
     with open(log, 'w') as out:
         proc = subprocess.Popen([sys.executable, *args],
                                 cwd=REPO,
@@ -208,8 +219,7 @@ def _kill_after_checkpoint(args: Sequence[str], data_root: Path,
         try:
             deadline = time.monotonic() + 600
             while proc.poll() is None and time.monotonic() < deadline:
-                if pointer.exists() and pointer.read_text().strip().endswith(
-                        checkpoint):
+                if any(e == epoch for e, _ in _logged_iters(log)):
                     os.kill(proc.pid, signal.SIGKILL)
                     break
                 time.sleep(0.005)
@@ -219,8 +229,9 @@ def _kill_after_checkpoint(args: Sequence[str], data_root: Path,
             proc.wait()
     if proc.returncode != -signal.SIGKILL:
         tail = '\n'.join(log.read_text().splitlines()[-40:])
-        pytest.fail(f'the run was not killed mid-epoch (exit code '
+        pytest.fail(f'the run was not killed in epoch {epoch} (exit code '
                     f'{proc.returncode}):\n{tail}')
+    return log
 
 
 def _final_state(work_dir: Path) -> Dict[str, Dict[str, torch.Tensor]]:
@@ -234,13 +245,6 @@ def _final_state(work_dir: Path) -> Dict[str, Dict[str, torch.Tensor]]:
 
 @pytest.mark.slow
 @pytest.mark.cls
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason='mmengine 0.10.7 EpochBasedTrainLoop resumes a mid-epoch '
-    'checkpoint at the start of its epoch and replays the batches already '
-    'trained on (this run ends at iteration 9, not 8); checkpoints hold no '
-    'RNG state (augmentation, drop path)')
 def test_kill_mid_epoch_then_resume_matches_uninterrupted_run(
         tmp_path_factory, tmp_path):
     pytest.importorskip('mmpretrain.models')
@@ -251,21 +255,22 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted_run(
     run_tool(_train_args(reference), data_root=data_root)
 
     work_dir = tmp_path / 'killed'
-    _kill_after_checkpoint(
-        _train_args(work_dir), data_root, work_dir,
-        f'iter_{CKPT_INTERVAL}.pth')
+    log = _kill_in_epoch(_train_args(work_dir), data_root, work_dir, epoch=2)
+    trained = _logged_iters(log)
+    assert (2, CLS_ITERS_PER_EPOCH) not in trained, \
+        f'the kill came after the last iteration of epoch 2: {trained}'
     resume_from = last_checkpoint(work_dir)
-    meta = safe_load_checkpoint(str(resume_from))['meta']
-    assert 0 < meta['iter'] < CLS_MAX_ITERS
-    assert meta['iter'] % CLS_ITERS_PER_EPOCH != 0, \
-        f'{resume_from.name} is at an epoch boundary, not mid-epoch'
+    assert resume_from.name == 'epoch_1.pth', resume_from
+    checkpoint = safe_load_checkpoint(str(resume_from))
+    assert (checkpoint['meta']['epoch'],
+            checkpoint['meta']['iter']) == (1, CLS_ITERS_PER_EPOCH)
+    assert 'random_state' in checkpoint, 'RandomStateHook is not enabled'
     proc = run_tool(_train_args(work_dir, resume=True), data_root=data_root)
-    assert f'resumed epoch: {meta["epoch"]}, iter: {meta["iter"]}' \
-        in proc.stdout
+    assert f'resumed epoch: 1, iter: {CLS_ITERS_PER_EPOCH}' in proc.stdout
 
     expected = _final_state(reference)
     actual = _final_state(work_dir)
-    assert expected['meta']['iter'] == CLS_MAX_ITERS
+    assert expected['meta']['iter'] == CLS_EPOCHS * CLS_ITERS_PER_EPOCH
     assert actual['meta']['iter'] == expected['meta']['iter'], \
         f'the resumed run ended at iteration {actual["meta"]["iter"]}, ' \
         f'the uninterrupted one at {expected["meta"]["iter"]}'

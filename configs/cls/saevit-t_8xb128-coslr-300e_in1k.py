@@ -52,4 +52,9 @@ param_scheduler = [
 ]
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
 
-custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
+# RandomStateHook: checkpoints hold the random-number states, so --resume
+# from an epoch checkpoint repeats the uninterrupted run exactly
+custom_hooks = [
+    dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
+    dict(type='RandomStateHook'),
+]

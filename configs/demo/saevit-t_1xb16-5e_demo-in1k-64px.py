@@ -79,7 +79,11 @@ param_scheduler = [
         begin=0.25,
         convert_to_iter_based=True),
 ]
-custom_hooks = [dict(type='EMAHook', momentum=0.1, priority='ABOVE_NORMAL')]
+# the recipe's hooks (EMAHook, RandomStateHook), EMA momentum for the run
+custom_hooks = [
+    dict(hook, momentum=0.1) if hook.type == 'EMAHook' else hook
+    for hook in _base_.custom_hooks
+]
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
