@@ -29,5 +29,5 @@ case "$job" in
     exec "$PY" -m pytest tests/test_models tests/test_configs.py \
       tests/test_registry.py tests/test_stack.py tests/test_tools.py \
       tests/test_checkpoint.py tests/test_backbone_weights.py \
-      tests/test_checkpoint_loader.py "$@" ;;
+      tests/test_checkpoint_loader.py tests/test_random_state_hook.py "$@" ;;
 esac
