@@ -94,7 +94,10 @@ def test_switch_to_deploy_saevit_t_within_1e5(shape):
     assert left == num_bn - len(folded)
     for a, b in zip(ref, out):
         assert a.shape == b.shape
-        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+        # 1e-5 relative as well as absolute: outputs reach ~4, where float32
+        # rounding of the folded weights alone differs by ~2e-5 on some CPUs
+        # (a wrong fold differs by orders of magnitude more)
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('hw', [(64, 64), (70, 90)], ids=['64x64', '70x90'])
