@@ -40,6 +40,13 @@ CONVERTER = 'saevit_mm.cls_to_backbone'
 _DDP_PREFIX = 'module.'
 
 
+def _require_mapping(checkpoint: Any) -> None:
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError('A checkpoint must be a dict (a state dict or a '
+                        'dict with "state_dict"), got '
+                        f'{type(checkpoint).__name__}.')
+
+
 def get_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
     """The state dict inside a checkpoint.
 
@@ -53,10 +60,7 @@ def get_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
     Raises:
         TypeError: ``checkpoint`` is not a mapping.
     """
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError('A checkpoint must be a dict (a state dict or a '
-                        'dict with "state_dict"), got '
-                        f'{type(checkpoint).__name__}.')
+    _require_mapping(checkpoint)
     for key in ('state_dict', 'model'):
         if isinstance(checkpoint.get(key), Mapping):
             return checkpoint[key]
@@ -180,10 +184,7 @@ def pretrained_state_dict(
     Raises:
         TypeError: ``checkpoint`` is not a mapping.
     """
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError('A checkpoint must be a dict (a state dict or a '
-                        'dict with "state_dict"), got '
-                        f'{type(checkpoint).__name__}.')
+    _require_mapping(checkpoint)
     state_dict = checkpoint.get('state_dict', checkpoint)
     if prefix is None:
         ddp = re.compile(f'^{re.escape(_DDP_PREFIX)}')
