@@ -8,6 +8,7 @@ from e2e_utils import CONFIGS
 from mmengine.config import Config
 
 from saevit_mm.engine.cli import load_config, train_parser
+from saevit_mm.models import SAEViT
 
 ALL_CONFIGS = sorted(CONFIGS.glob('*/*.py'))
 HOSTS = dict(mmpretrain='cls', mmdet='det', mmseg='seg')
@@ -135,6 +136,25 @@ def test_dense_backbone_has_pretrained_init_without_checkpoint(path):
     cfg = Config.fromfile(str(path))
     assert cfg.model.backbone.init_cfg == PRETRAINED_NONE
     assert 'backbone_checkpoint' not in cfg
+
+
+#: SAA delegate bound of the dense configs (README, "Resolution-adaptive
+#: sampling"): COCO 800x1333 at the arch default, ADE20K above its test sizes.
+DENSE_BOUNDS = dict(det=1024, seg=2048)
+
+
+@pytest.mark.parametrize(
+    'path',
+    sorted(CONFIGS.glob('[ds]e[tg]/*.py')),
+    ids=lambda p: f'{p.parent.name}/{p.stem}')
+def test_dense_configs_bound_the_saa_delegates(path):
+    cfg = Config.fromfile(str(path))
+    bound = DENSE_BOUNDS[path.parent.name]
+    assert cfg.model.backbone.max_delegates == bound
+    backbone = cfg.model.backbone.to_dict()
+    backbone.pop('type')
+    backbone.update(norm_cfg=dict(type='BN'), init_cfg=None)
+    assert SAEViT(**backbone).arch_settings['max_delegates'] == (bound, ) * 4
 
 
 @pytest.mark.parametrize('config', DENSE_T, ids=lambda c: Path(c).stem)

@@ -148,6 +148,24 @@ def test_get_flops_script(tmp_path):
     assert classifier['attn_flops'] == backbone['attn_flops']
 
 
+def test_get_flops_script_compares_delegate_bounds(capsys):
+    """One row per (size, bound), each the backbone's count at that bound."""
+    script = _load_script()
+    script.main([
+        '--arch', 't', '--backbone-only', '--sizes', '96x160', '--json',
+        '--max-delegates', 'none', '8'
+    ])
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r['input'], r['max_delegates'], r['model']) for r in rows] == [
+        ('96x160', 'none', 'backbone'), ('96x160', '8', 'backbone')
+    ]
+    for row, bound in zip(rows, (None, 8), strict=True):
+        expected = count_complexity(
+            SAEViT('t', max_delegates=bound), (3, 96, 160))
+        assert row['flops'] == expected['flops']
+    assert rows[1]['attn_flops'] < rows[0]['attn_flops']
+
+
 def _load_script():
     path = REPO / 'tools' / 'analysis_tools' / 'get_flops.py'
     spec = importlib.util.spec_from_file_location('get_flops', path)
@@ -163,6 +181,14 @@ def test_get_flops_script_arguments(capsys):
                               'attn_type=mhsa'])
     assert args.shape == [97, 97] and args.arch == ['t', 's']
     assert args.cfg_options == dict(attn_type='mhsa')
+    args = script.parse_args(
+        ['--sizes', '224', '800x1333', '--max-delegates', 'none', '1024'])
+    assert args.sizes == [[224, 224], [800, 1333]]
+    assert args.max_delegates == [None, 1024]
+    for bad in (['--sizes', '8x'], ['--max-delegates', '0'],
+                ['--max-delegates', '8', '--cfg-options', 'max_delegates=4']):
+        with pytest.raises(SystemExit):
+            script.parse_args(bad)
     for bad in (['--shape', '1', '2', '3'], ['--shape', '0']):
         with pytest.raises(SystemExit) as exc:
             script.parse_args(bad)

@@ -12,6 +12,10 @@ model = dict(
         drop_path_rate=0.1,
         norm_cfg=dict(type='SyncBN', requires_grad=True),
         norm_eval=False,
+        # SAA delegate bound per stage (the arch default, stated here): at
+        # 800x1333 the cells grow and attention costs 0.44 instead of 13.6
+        # GFLOPs; see the README's "Resolution-adaptive sampling".
+        max_delegates=1024,
         # Backbone weights: set model.backbone.init_cfg.checkpoint (with
         # --cfg-options or in a child config) to a file written by
         # tools/model_converters/cls_to_backbone.py or to a classification

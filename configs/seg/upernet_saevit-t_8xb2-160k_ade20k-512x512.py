@@ -14,6 +14,11 @@ model = dict(
         drop_path_rate=0.1,
         norm_cfg=dict(type='SyncBN', requires_grad=True),
         norm_eval=False,
+        # SAA delegate bound per stage: 2048, so that ADE20K test images
+        # (short side 512, up to ~512x900) sample the same cells as the
+        # 512x512 training crops; see the README's "Resolution-adaptive
+        # sampling".
+        max_delegates=2048,
         # Backbone weights: set model.backbone.init_cfg.checkpoint (with
         # --cfg-options or in a child config) to a file written by
         # tools/model_converters/cls_to_backbone.py or to a classification

@@ -28,6 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from saevit_mm.registry import register_model
 from ..layers import SAEViTStage, SparselyAggregatedAttention
 from ..layers.block import ATTN_TYPES, FFN_TYPES, check_choice
+from ..layers.saa import check_max_delegates
 from ..layers.stem import ConvStem
 from ..utils.backbone_utils import (NORM_LAYERS, check_frozen_stages,
                                     freeze_module, normalize_out_indices,
@@ -36,11 +37,16 @@ from ..utils.checkpoint import check_pretrained_state_dict
 
 __all__ = ['SAEViT']
 
+#: Default SAA delegate bound per stage of the zoo archs: above it the cells
+#: grow with the input (README, "Resolution-adaptive sampling"). Every input
+#: up to 512 x 512 stays below it in every stage.
+_MAX_DELEGATES = (1024, 1024, 1024, 1024)
+
 #: Per-stage arch fields (tuples with one entry per stage).
 _STAGE_KEYS = ('embed_dims', 'depths', 'num_heads', 'sample_ratios')
 #: Every key a custom arch dict may have, with defaults for the optional ones.
 _REQUIRED_KEYS = _STAGE_KEYS + ('ffn_ratio', )
-_OPTIONAL_KEYS = dict(ffn_kernel_sizes=(3, 5, 7, 9))
+_OPTIONAL_KEYS = dict(ffn_kernel_sizes=(3, 5, 7, 9), max_delegates=None)
 
 
 def _is_int(value: object) -> bool:
@@ -85,7 +91,29 @@ def _check_arch(arch: Dict) -> Dict:
         raise ValueError(
             f'arch["ffn_ratio"] must be a positive number, got {ratio!r}.')
     arch['ffn_kernel_sizes'] = tuple(arch['ffn_kernel_sizes'])
+    arch['max_delegates'] = per_stage_max_delegates(
+        arch['max_delegates'], len(arch['depths']), "arch['max_delegates']")
     return arch
+
+
+def per_stage_max_delegates(value: Union[None, int, Sequence[Optional[int]]],
+                            num_stages: int,
+                            name: str = 'max_delegates'
+                            ) -> Tuple[Optional[int], ...]:
+    """One SAA delegate bound per stage from ``None`` (no bound anywhere),
+    one int (the same bound in every stage) or one entry per stage (an int
+    or ``None``)."""
+    if value is None or _is_int(value):
+        value = (value, ) * num_stages
+    if not isinstance(value, Sequence) or isinstance(value, str) or \
+            len(value) != num_stages:
+        raise ValueError(
+            f'{name} must be None, a positive int or a sequence of '
+            f'{num_stages} entries (one per stage, each a positive int or '
+            f'None), but got {value!r}.')
+    for entry in value:
+        check_max_delegates(entry, name)
+    return tuple(value)
 
 
 @register_model
@@ -105,7 +133,8 @@ class SAEViT(BaseModule):
         arch: A key of :attr:`arch_zoo` (``'t'``/``'tiny'``,
             ``'s'``/``'small'``) or a dict with the keys ``embed_dims``,
             ``depths``, ``num_heads``, ``sample_ratios`` (one entry per
-            stage), ``ffn_ratio`` and optionally ``ffn_kernel_sizes``.
+            stage), ``ffn_ratio`` and optionally ``ffn_kernel_sizes`` and
+            ``max_delegates`` (default None: no bound).
             Defaults to ``'t'``.
         in_channels: Channels of the input image. Defaults to 3.
         out_indices: Stages whose output is returned; negative indices count
@@ -125,6 +154,13 @@ class SAEViT(BaseModule):
         ffn_type: ``'ciffn'`` (Channel-Interactive FFN) or ``'ffn'`` (plain
             conv FFN, an ablation). Defaults to ``'ciffn'``.
         use_dwsconv: Add the DWSConv branch to every block. Defaults to True.
+        max_delegates: Bound on the delegate tokens of every SAA layer,
+            per stage: ``'arch'`` (the arch's ``max_delegates``), ``None``
+            (no bound: fixed sample ratios), one int for every stage, or one
+            entry per stage (int or ``None``). Above the bound a layer
+            samples coarser cells, so its attention cost stops growing with
+            the input; at or below it nothing changes (no new weights, the
+            same checkpoints). Defaults to ``'arch'``.
         norm_cfg: Config of every norm layer; must be a channels-first norm
             registered in mmengine's root registry (``BN``, ``SyncBN``,
             ``GN``). Defaults to ``dict(type='BN')``.
@@ -154,6 +190,7 @@ class SAEViT(BaseModule):
                 'depths': (1, 2, 5, 2),
                 'num_heads': (1, 2, 4, 8),
                 'sample_ratios': (4, 2, 2, 1),
+                'max_delegates': _MAX_DELEGATES,
                 'ffn_ratio': 3,
             }),
         **dict.fromkeys(
@@ -162,6 +199,7 @@ class SAEViT(BaseModule):
                 'depths': (1, 2, 6, 2),
                 'num_heads': (1, 2, 4, 8),
                 'sample_ratios': (4, 2, 2, 1),
+                'max_delegates': _MAX_DELEGATES,
                 'ffn_ratio': 3,
             }),
     }
@@ -177,6 +215,8 @@ class SAEViT(BaseModule):
                  attn_type: str = 'saa',
                  ffn_type: str = 'ciffn',
                  use_dwsconv: bool = True,
+                 max_delegates: Union[None, int, Sequence[Optional[int]],
+                                      str] = 'arch',
                  norm_cfg: Dict = dict(type='BN'),
                  act_cfg: Dict = dict(type='GELU'),
                  init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None
@@ -193,6 +233,9 @@ class SAEViT(BaseModule):
                             f'{sorted(self.arch_zoo)} or a dict, but got '
                             f'{type(arch).__name__}.')
         self.arch_settings = _check_arch(arch)
+        if max_delegates != 'arch':
+            self.arch_settings['max_delegates'] = per_stage_max_delegates(
+                max_delegates, len(self.arch_settings['depths']))
         embed_dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
         self.num_stages = len(depths)
@@ -227,6 +270,7 @@ class SAEViT(BaseModule):
                     self.arch_settings['num_heads'][i],
                     self.arch_settings['sample_ratios'][i],
                     downsample=i > 0,
+                    max_delegates=self.arch_settings['max_delegates'][i],
                     drop_paths=rates[start:start + depth],
                     with_cp=with_cp,
                     norm_cfg=norm_cfg,

@@ -11,7 +11,7 @@ The ablation switches replace SAA by full attention (``attn_type='mhsa'``),
 CIFFN by a plain conv FFN (``ffn_type='ffn'``) or drop DWSConv
 (``use_dwsconv=False``).
 """
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
@@ -51,6 +51,8 @@ class SAEViTBlock(nn.Module):
         embed_dims: Channels of the input and output.
         num_heads: Attention heads.
         sample_ratio: SAA sample ratio ``r``. Defaults to 1.
+        max_delegates: Bound on SAA's delegate tokens (``None``: none).
+            Defaults to None.
         ffn_ratio: FFN expansion. Defaults to 3.
         ffn_kernel_sizes: CIFFN depth-wise kernel per group. Defaults to
             ``(3, 5, 7, 9)``.
@@ -74,6 +76,7 @@ class SAEViTBlock(nn.Module):
                  embed_dims: int,
                  num_heads: int,
                  sample_ratio: int = 1,
+                 max_delegates: Optional[int] = None,
                  ffn_ratio: float = 3,
                  ffn_kernel_sizes: Sequence[int] = (3, 5, 7, 9),
                  attn_type: str = 'saa',
@@ -94,6 +97,7 @@ class SAEViTBlock(nn.Module):
                 embed_dims,
                 num_heads,
                 sample_ratio=sample_ratio,
+                max_delegates=max_delegates,
                 norm_cfg=norm_cfg)
         else:
             self.attn = MHSA2d(embed_dims, num_heads)

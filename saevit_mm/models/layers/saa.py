@@ -5,20 +5,33 @@ among the sampled tokens, and recovery of the full-resolution map by a
 (depth-wise) transposed convolution; multi-scale self-attention. The rest is
 our design:
 
-1. ``H`` and ``W`` are zero-padded up to multiples of the sample ratio ``r``
-   (only when needed) and the result is cropped back, so any size works.
-2. Sampling: a learnable depth-wise convolution with kernel ``r`` and stride
+1. Sampling: a learnable depth-wise convolution with kernel ``r`` and stride
    ``r`` turns every ``r`` x ``r`` cell into one delegate token. It starts as
-   the cell average.
+   the cell average. ``H`` and ``W`` are edge-padded (the last row / column
+   repeated) up to a multiple of the cell side, so a partial border cell
+   averages its own pixels instead of zeros, and the result is cropped back:
+   any size works.
+2. Resolution-adaptive sampling: ``max_delegates`` bounds the number of
+   delegate tokens. When the ``ceil(H / r) x ceil(W / r)`` grid has more,
+   the cell grows to ``s = k * r`` for the smallest integer ``k`` that keeps
+   ``ceil(H / s) * ceil(W / s) <= max_delegates``: the sampler becomes its
+   own kernel tiled ``k`` x ``k`` (divided by ``k^2``), i.e. the average of
+   ``k`` x ``k`` sampled cells, and the recovery its kernel tiled ``k`` x
+   ``k``, i.e. nearest upsampling by ``k`` before it. No new weights: at or
+   below the bound the layer is exactly the fixed-ratio one, and above it
+   attention cost stays bounded while sampling, recovery and projection grow
+   linearly with the pixels.
 3. Multi-scale attention among the delegates: :class:`~.attention.Attention2d`
    (keys/values at the delegate scale and at a 2x coarser scale).
 4. Recovery: a depth-wise ``ConvTranspose2d`` (kernel ``r``, stride ``r``,
    starting as a copy of each delegate into its cell), a norm, the crop, and
    a 1x1 output projection.
 
-``r = 1`` skips steps 1, 2 and 4 except the projection. Attention cost falls
-from ``O((HW)^2 C)`` to ``O((HW / r^2)^2 C)``.
+``r = 1`` has no sampler, recovery conv or norm: below the bound it is
+attention plus projection; above it, ``k`` x ``k`` average pooling samples
+and nearest upsampling recovers.
 """
+import math
 from typing import Dict, Optional
 
 import torch.nn.functional as F
@@ -27,7 +40,34 @@ from torch import Tensor, nn
 
 from .attention import Attention2d
 
-__all__ = ['SparselyAggregatedAttention']
+__all__ = ['SparselyAggregatedAttention', 'delegate_pool_factor']
+
+
+def delegate_pool_factor(height: int, width: int,
+                         max_delegates: Optional[int]) -> int:
+    """Smallest integer ``k >= 1`` with ``ceil(height / k) * ceil(width / k)
+    <= max_delegates`` (1 when ``max_delegates`` is None).
+
+    Args:
+        height: Rows of the delegate grid at the layer's own ratio.
+        width: Columns of that grid.
+        max_delegates: The bound, or None for no bound.
+    """
+    if max_delegates is None or height * width <= max_delegates:
+        return 1
+    k = max(2, math.ceil(math.sqrt(height * width / max_delegates)))
+    while math.ceil(height / k) * math.ceil(width / k) > max_delegates:
+        k += 1
+    return k
+
+
+def check_max_delegates(value: object, name: str = 'max_delegates') -> None:
+    """Raise ValueError unless ``value`` is None or a positive int."""
+    if value is not None and (isinstance(value, bool)
+                              or not isinstance(value, int) or value < 1):
+        raise ValueError(f'{name} must be a positive int (the largest number '
+                         f'of delegate tokens) or None (no bound), but got '
+                         f'{value!r}.')
 
 
 class SparselyAggregatedAttention(nn.Module):
@@ -43,6 +83,9 @@ class SparselyAggregatedAttention(nn.Module):
         num_heads: Attention heads; must divide ``embed_dims``.
         sample_ratio: Side ``r`` of the cell aggregated into one delegate
             token. Defaults to 2.
+        max_delegates: Largest number of delegate tokens; a larger input
+            samples coarser cells (see the module docstring). ``None``: no
+            bound, the cell is always ``r`` x ``r``. Defaults to None.
         multi_scale: Attend to 2x coarser keys/values too. Defaults to True.
         qkv_bias: Bias in the q/k/v projection. Defaults to True.
         attn_drop: Dropout on attention weights. Defaults to 0.
@@ -51,15 +94,19 @@ class SparselyAggregatedAttention(nn.Module):
 
     Example:
         >>> import torch
-        >>> saa = SparselyAggregatedAttention(32, num_heads=2, sample_ratio=4)
+        >>> saa = SparselyAggregatedAttention(32, num_heads=2, sample_ratio=4,
+        ...                                   max_delegates=16)
         >>> print(saa(torch.rand(2, 32, 25, 33)).shape)
         torch.Size([2, 32, 25, 33])
+        >>> saa.cell_size(25, 33)  # 7 x 9 cells of 4 are too many: 3 x 3
+        12
     """
 
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
                  sample_ratio: int = 2,
+                 max_delegates: Optional[int] = None,
                  multi_scale: bool = True,
                  qkv_bias: bool = True,
                  attn_drop: float = 0.,
@@ -69,7 +116,9 @@ class SparselyAggregatedAttention(nn.Module):
                 sample_ratio, int) or sample_ratio < 1:
             raise ValueError('sample_ratio must be a positive int, but got '
                              f'{sample_ratio!r}.')
+        check_max_delegates(max_delegates)
         self.sample_ratio = r = sample_ratio
+        self.max_delegates = max_delegates
         self.sampler: Optional[nn.Conv2d] = None
         self.recovery: Optional[nn.Sequential] = None
         if r > 1:
@@ -115,16 +164,62 @@ class SparselyAggregatedAttention(nn.Module):
         if self.recovery is not None:
             nn.init.constant_(self.recovery.conv.weight, 1.)
 
+    def cell_size(self, height: int, width: int) -> int:
+        """Side ``s`` of the cell one delegate stands for on a ``height`` x
+        ``width`` input: ``r``, or ``k * r`` above ``max_delegates``."""
+        r = self.sample_ratio
+        return r * delegate_pool_factor(
+            math.ceil(height / r), math.ceil(width / r), self.max_delegates)
+
+    def _sample(self, x: Tensor, k: int) -> Tensor:
+        """Delegates of the edge-padded ``x`` on cells of ``k * r``."""
+        if k == 1:  # the module itself (forward hooks see it)
+            return self.sampler(x)
+        r, channels = self.sample_ratio, x.shape[1]
+        if self.sampler is None:
+            weight = x.new_ones(channels, 1, 1, 1)
+            bias = None
+        else:
+            weight, bias = self.sampler.weight, self.sampler.bias
+        return F.conv2d(
+            x,
+            weight.repeat(1, 1, k, k) / k**2,
+            bias,
+            stride=k * r,
+            groups=channels)
+
+    def _recover(self, x: Tensor, k: int) -> Tensor:
+        """Spread each delegate over its ``k * r`` cell."""
+        if k == 1:
+            return self.recovery.conv(x)
+        r, channels = self.sample_ratio, x.shape[1]
+        if self.recovery is None:
+            weight = x.new_ones(channels, 1, 1, 1)
+            bias = None
+        else:
+            weight = self.recovery.conv.weight
+            bias = self.recovery.conv.bias
+        return F.conv_transpose2d(
+            x,
+            weight.repeat(1, 1, k, k),
+            bias,
+            stride=k * r,
+            groups=channels)
+
     def forward(self, x: Tensor) -> Tensor:
         """Attend on ``x`` (``B, C, H, W``); returns the same shape."""
         r = self.sample_ratio
-        if r == 1:
-            return self.proj(self.attn(x))
         H, W = x.shape[-2:]
-        pad_h, pad_w = (r - H % r) % r, (r - W % r) % r
+        s = self.cell_size(H, W)
+        if s == 1:
+            return self.proj(self.attn(x))
+        k = s // r
+        pad_h, pad_w = (s - H % s) % s, (s - W % s) % s
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.recovery(self.attn(self.sampler(x)))
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode='replicate')
+        x = self._recover(self.attn(self._sample(x, k)), k)
+        if self.recovery is not None:
+            x = self.recovery.norm(x)
         if pad_h or pad_w:
             x = x[..., :H, :W]
         return self.proj(x)

@@ -526,8 +526,10 @@ def test_custom_arch_missing_key(tiny_arch):
 
 def test_custom_arch_unknown_key(tiny_arch):
     tiny_arch['mlp_ratio'] = 4
-    with pytest.raises(KeyError, match=r"unknown keys \['mlp_ratio'\].*"
-                       r"optional keys are \['ffn_kernel_sizes'\]"):
+    with pytest.raises(
+            KeyError,
+            match=r"unknown keys \['mlp_ratio'\].*optional keys are "
+            r"\['ffn_kernel_sizes', 'max_delegates'\]"):
         SAEViT(tiny_arch)
 
 

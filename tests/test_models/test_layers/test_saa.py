@@ -91,24 +91,27 @@ def test_saa_initial_sampling_is_cell_average_and_recovery_a_copy():
 
 
 def reference_saa(saa, x):
-    """SAA (``r > 1``, eval mode) written out cell by cell.
+    """SAA (``r > 1``, eval mode, no bound) written out cell by cell.
 
-    The map is cut into ``r`` x ``r`` cells from the top-left corner; the
-    cells on the bottom and right border may be cut short, and their
-    delegate sums only the pixels they have. Every output pixel takes its
-    cell's attended delegate, scaled by the recovery weight at its place in
-    the cell, then the recovery BatchNorm and the 1x1 projection.
+    The map is cut into ``r`` x ``r`` cells from the top-left corner; a cell
+    on the bottom or right border that the map cuts short takes the last
+    row / column of the map in place of the missing ones (edge padding).
+    Every output pixel takes its cell's attended delegate, scaled by the
+    recovery weight at its place in the cell, then the recovery BatchNorm
+    and the 1x1 projection.
     """
     r = saa.sample_ratio
     B, C, H, W = x.shape
     rows, cols = math.ceil(H / r), math.ceil(W / r)
     sample = saa.sampler.weight[:, 0]  # (C, r, r)
-    delegates = torch.empty(B, C, rows, cols)
+    delegates = torch.zeros(B, C, rows, cols)
     for i in range(rows):
         for j in range(cols):
-            cell = x[:, :, i * r:(i + 1) * r, j * r:(j + 1) * r]
-            h, w = cell.shape[-2:]
-            delegates[:, :, i, j] = (cell * sample[:, :h, :w]).sum((2, 3))
+            for a in range(r):
+                for b in range(r):
+                    pixel = x[:, :, min(i * r + a, H - 1),
+                              min(j * r + b, W - 1)]
+                    delegates[:, :, i, j] += pixel * sample[:, a, b]
     tokens = reference_attention(saa.attn, delegates)
     spread = saa.recovery.conv.weight[:, 0]  # (C, r, r)
     out = torch.empty(B, C, H, W)
@@ -124,6 +127,17 @@ def reference_saa(saa, x):
                         out) + saa.proj.bias[:, None, None]
 
 
+def randomize(saa):
+    """Random weights and recovery statistics (the init is too regular)."""
+    for p in saa.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    if saa.recovery is not None:
+        bn = saa.recovery.norm
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 1.5)
+    return saa
+
+
 @pytest.mark.parametrize('ratio,size', [
     pytest.param(4, (7, 10), id='r4-7x10'),
     pytest.param(4, (8, 12), id='r4-divisible'),
@@ -131,14 +145,10 @@ def reference_saa(saa, x):
     pytest.param(2, (1, 1), id='r2-1x1'),
 ])
 def test_saa_matches_cell_by_cell_reference(ratio, size):
-    """Any size: partial border cells, no extra cell when the size divides,
-    the output cropped to the input's size from the top-left."""
-    saa = SparselyAggregatedAttention(8, 2, sample_ratio=ratio).eval()
-    for p in saa.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    bn = saa.recovery.norm
-    bn.running_mean.uniform_(-0.5, 0.5)
-    bn.running_var.uniform_(0.5, 1.5)
+    """Any size: edge-padded border cells, no extra cell when the size
+    divides, the output cropped to the input's size from the top-left."""
+    saa = randomize(SparselyAggregatedAttention(8, 2,
+                                                sample_ratio=ratio).eval())
     x = torch.randn(2, 8, *size)
     torch.testing.assert_close(
         saa(x), reference_saa(saa, x), rtol=1e-4, atol=1e-5)

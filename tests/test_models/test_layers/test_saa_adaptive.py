@@ -1,0 +1,176 @@
+"""Resolution-adaptive SAA: the delegate bound, edge padding, linear cost."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from saevit_mm.models import SAEViT
+from saevit_mm.models.layers import SparselyAggregatedAttention
+from saevit_mm.models.layers.saa import delegate_pool_factor
+from saevit_mm.models.utils import count_complexity
+
+
+def delegates_seen(saa, x):
+    """The tokens SAA's attention core receives for input ``x``."""
+    seen = []
+    handle = saa.attn.register_forward_hook(
+        lambda m, i, o: seen.append(i[0].detach()))
+    try:
+        saa(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def composed_reference(saa, x, k):
+    """Above the bound, by definition: edge-pad to cells of ``k * r``,
+    sample at ``r``, average ``k`` x ``k`` delegates, attend, upsample the
+    result by nearest neighbour, recover at ``r``, crop, project."""
+    r = saa.sample_ratio
+    s = k * r
+    H, W = x.shape[-2:]
+    x = F.pad(x, (0, -W % s, 0, -H % s), mode='replicate')
+    tokens = x if saa.sampler is None else saa.sampler(x)
+    tokens = saa.attn(F.avg_pool2d(tokens, k))
+    tokens = tokens.repeat_interleave(k, 2).repeat_interleave(k, 3)
+    if saa.recovery is not None:
+        tokens = saa.recovery(tokens)
+    return saa.proj(tokens[..., :H, :W])
+
+
+@pytest.mark.parametrize('h,w,bound,k', [
+    (14, 14, 196, 1),
+    (14, 14, 195, 2),
+    (50, 84, 1024, 3),
+    (50, 84, 4096, 2),
+    (64, 128, 1024, 3),
+    (7, 7, 1, 7),
+    (3, 5, None, 1),
+])
+def test_pool_factor_is_the_smallest_that_fits(h, w, bound, k):
+    assert delegate_pool_factor(h, w, bound) == k
+    if bound is not None:
+        assert math.ceil(h / k) * math.ceil(w / k) <= bound
+        smaller = k - 1
+        assert smaller == 0 or \
+            math.ceil(h / smaller) * math.ceil(w / smaller) > bound
+
+
+@pytest.mark.parametrize('ratio', [1, 2, 4])
+@pytest.mark.parametrize('size', [(8, 8), (13, 6), (17, 23)], ids=str)
+def test_at_or_below_the_bound_nothing_changes(ratio, size):
+    """The bound equal to the delegate count: bit-identical to no bound."""
+    free = SparselyAggregatedAttention(8, 2, sample_ratio=ratio).eval()
+    count = math.ceil(size[0] / ratio) * math.ceil(size[1] / ratio)
+    bounded = SparselyAggregatedAttention(
+        8, 2, sample_ratio=ratio, max_delegates=count).eval()
+    bounded.load_state_dict(randomize_state(free))
+    x = torch.randn(2, 8, *size)
+    assert torch.equal(bounded(x), free(x))
+    assert delegates_seen(bounded, x).shape[-2:] == (
+        math.ceil(size[0] / ratio), math.ceil(size[1] / ratio))
+
+
+def randomize_state(saa):
+    for p in saa.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return saa.state_dict()
+
+
+@pytest.mark.parametrize('ratio', [1, 2, 4])
+@pytest.mark.parametrize('size,bound', [((24, 40), 12), ((25, 33), 7),
+                                        ((9, 70), 5)],
+                         ids=str)
+def test_above_the_bound_coarser_cells_as_defined(ratio, size, bound):
+    saa = SparselyAggregatedAttention(
+        8, 2, sample_ratio=ratio, max_delegates=bound).eval()
+    randomize_state(saa)
+    if saa.recovery is not None:
+        saa.recovery.norm.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 8, *size)
+    k = saa.cell_size(*size) // ratio
+    assert k > 1
+    tokens = delegates_seen(saa, x)
+    assert tokens.shape[-2] * tokens.shape[-1] <= bound
+    torch.testing.assert_close(
+        saa(x), composed_reference(saa, x, k), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('ratio,size,bound', [
+    (4, (7, 10), None),
+    (4, (13, 13), None),
+    (3, (5, 13), None),
+    (2, (9, 11), 4),
+    (4, (30, 22), 6),
+    (1, (7, 9), 4),
+])
+def test_a_constant_image_gives_that_constant_in_every_cell(
+        ratio, size, bound):
+    """At init (cell average), partial border cells included: edge padding,
+    not zeros."""
+    saa = SparselyAggregatedAttention(
+        4, 1, sample_ratio=ratio, max_delegates=bound).eval()
+    x = torch.full((1, 4, *size), 2.5)
+    tokens = delegates_seen(saa, x)
+    torch.testing.assert_close(tokens, torch.full_like(tokens, 2.5))
+
+
+def saa_flops(saa, size):
+    result = count_complexity(saa, (saa.proj.in_channels, *size))
+    return result['flops'], result['flops_by_op'][
+        'scaled_dot_product_attention']
+
+
+@pytest.mark.parametrize('ratio', [1, 2])
+def test_above_the_bound_cost_grows_linearly(ratio):
+    """Four times the pixels above the bound: attention cost stays under
+    what ``max_delegates`` tokens cost (queries x (fine + coarse keys) x
+    (q.k + attn.v) x channels), the layer grows at most 4x (linear)."""
+    bound, channels = 64, 16
+    saa = SparselyAggregatedAttention(
+        channels, 2, sample_ratio=ratio, max_delegates=bound)
+    small_total, small_attn = saa_flops(saa, (64, 96))
+    big_total, big_attn = saa_flops(saa, (128, 192))
+    assert max(small_attn, big_attn) <= bound * (2 * bound) * 2 * channels
+    assert big_total <= 4 * small_total
+    free = SparselyAggregatedAttention(16, 2, sample_ratio=ratio)
+    free_small, _ = saa_flops(free, (64, 96))
+    free_big, _ = saa_flops(free, (128, 192))
+    assert free_big > 8 * free_small  # what the bound removes
+
+
+def test_bound_of_the_backbone_reaches_every_saa_layer():
+    model = SAEViT('t', max_delegates=(None, 64, 16, 4))
+    bounds = {
+        name.split('.')[1]: m.max_delegates
+        for name, m in model.named_modules()
+        if isinstance(m, SparselyAggregatedAttention)
+    }
+    assert bounds == {'0': None, '1': 64, '2': 16, '3': 4}
+    assert SAEViT('t').arch_settings['max_delegates'] == (1024, ) * 4
+    assert SAEViT('t', max_delegates=None).arch_settings[
+        'max_delegates'] == (None, ) * 4
+
+
+@pytest.mark.parametrize('value,match', [
+    ((1, 2), 'sequence of 4 entries'),
+    (0, 'positive int'),
+    ((8, 8, 8, 0), 'positive int'),
+    ('1024', 'sequence of 4 entries'),
+])
+def test_bad_bounds_are_refused(value, match):
+    with pytest.raises(ValueError, match=match):
+        SAEViT('t', max_delegates=value)
+
+
+def test_checkpoints_are_interchangeable_with_the_unbounded_model():
+    """No new weights: a fixed-ratio model's state dict loads strictly into
+    the bounded one and back; at 224 (below every bound) outputs agree."""
+    free = SAEViT('t', max_delegates=None, out_indices=(0, 1, 2, 3)).eval()
+    bounded = SAEViT('t', out_indices=(0, 1, 2, 3)).eval()
+    bounded.load_state_dict(free.state_dict(), strict=True)
+    free.load_state_dict(bounded.state_dict(), strict=True)
+    x = torch.randn(1, 3, 224, 224)
+    for a, b in zip(free(x), bounded(x), strict=True):
+        assert torch.equal(a, b)
