@@ -18,6 +18,15 @@ the probe pass:
 The folded conv gets ``weight * gamma / sqrt(var + eps)`` and a bias; the BN
 is replaced by ``nn.Identity``. Parameters are modified in place, so call it
 on a model you no longer train.
+
+A BatchNorm *in front of* a convolution (a pre-norm) folds into that
+convolution's input side when nothing else reads the norm's output and the
+convolution sees no zero padding (a 1x1 convolution, or one whose input is
+edge-padded or average-pooled, which keep an affine map affine). The data
+flow cannot tell the padding, so the model says which pairs these are: any
+submodule with a ``deploy_pre_norm_pairs()`` method returning
+``(norm_name, conv_name)`` pairs (names relative to that submodule) gets
+them folded by :func:`fold_bn_into_next_conv_`.
 """
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -26,7 +35,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-__all__ = ['find_conv_bn_pairs', 'fuse_conv_bn_', 'switch_to_deploy']
+__all__ = [
+    'find_conv_bn_pairs', 'fuse_conv_bn_', 'fold_bn_into_next_conv_',
+    'switch_to_deploy'
+]
 
 
 def _autograd_nodes(roots: Iterable[torch.Tensor]) -> Dict[object, int]:
@@ -150,6 +162,75 @@ def fuse_conv_bn_(conv: _ConvNd, bn: _BatchNorm) -> None:
         conv.bias.copy_(new_bias)
 
 
+@torch.no_grad()
+def fold_bn_into_next_conv_(bn: _BatchNorm, conv: _ConvNd) -> None:
+    """Fold ``bn`` (eval statistics) into the input side of ``conv``.
+
+    ``conv(bn(x)) == conv'(x)`` with ``bn(x) = a * x + b`` per channel:
+    ``weight' = weight * a`` on the input channels and ``bias' = bias +
+    sum(weight * b)``. Exact only when ``conv`` sees no zero padding (the
+    caller's promise; see the module docstring).
+
+    Args:
+        bn: The norm whose output only ``conv`` reads.
+        conv: A (grouped) ``Conv2d`` with ``bn.num_features`` inputs; it
+            gets a bias if it had none.
+    """
+    if isinstance(conv, _ConvTransposeNd):
+        raise TypeError('fold_bn_into_next_conv_ folds into a convolution, '
+                        f'not a {type(conv).__name__}.')
+    if conv.in_channels != bn.num_features:
+        raise ValueError(f'{type(conv).__name__} has {conv.in_channels} input '
+                         f'channels, the norm {bn.num_features}.')
+    std = torch.sqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.affine else torch.ones_like(std)
+    beta = bn.bias if bn.affine else torch.zeros_like(std)
+    scale = gamma / std
+    shift = beta - bn.running_mean * scale
+    weight = conv.weight  # (out, in // groups, *k)
+    groups, out = conv.groups, weight.shape[0]
+    # the input channel each (output, kernel input) pair reads
+    index = (torch.arange(out, device=weight.device) //
+             (out // groups))[:, None] * weight.shape[1] + torch.arange(
+                 weight.shape[1], device=weight.device)
+    expand = (out, weight.shape[1]) + (1, ) * (weight.dim() - 2)
+    bias = conv.bias if conv.bias is not None else torch.zeros(
+        out, device=weight.device, dtype=weight.dtype)
+    new_bias = bias + (weight * shift[index].view(expand)).flatten(1).sum(1)
+    weight.mul_(scale[index].view(expand))
+    if conv.bias is None:
+        conv.bias = nn.Parameter(new_bias.to(weight.dtype))
+    else:
+        conv.bias.copy_(new_bias)
+
+
+def _foldable_norm(module: nn.Module) -> bool:
+    return (isinstance(module, _BatchNorm) and not module.training
+            and module.track_running_stats
+            and module.running_mean is not None)
+
+
+def fold_pre_norms(model: nn.Module) -> List[str]:
+    """Fold every pre-norm pair the model's submodules declare.
+
+    Returns:
+        Names of the folded norms (now ``nn.Identity``).
+    """
+    folded = []
+    for prefix, module in list(model.named_modules()):
+        pairs = getattr(module, 'deploy_pre_norm_pairs', None)
+        if not callable(pairs):
+            continue
+        for norm_name, conv_name in pairs():
+            norm = module.get_submodule(norm_name)
+            if not _foldable_norm(norm):
+                continue
+            fold_bn_into_next_conv_(norm, module.get_submodule(conv_name))
+            _set_submodule(module, norm_name, nn.Identity())
+            folded.append(f'{prefix}.{norm_name}' if prefix else norm_name)
+    return folded
+
+
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition('.')
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -171,7 +252,8 @@ def switch_to_deploy(
     example_input: Optional[torch.Tensor] = None,
     probe_size: Sequence[int] = (224, 224)
 ) -> List[str]:
-    """Put ``model`` in eval mode and fold every safe conv -> BN pair.
+    """Put ``model`` in eval mode; fold every safe conv -> BN pair, then
+    every pre-norm its modules declare (see the module docstring).
 
     Args:
         model: Any module (a backbone or a whole classifier).
@@ -182,16 +264,17 @@ def switch_to_deploy(
             ``(224, 224)`` (some models accept only their training size).
 
     Returns:
-        Names of the BN layers that were folded (now ``nn.Identity``).
+        Names of the BN layers that were folded (now ``nn.Identity``):
+        the conv -> BN ones in forward order, then the pre-norms.
     """
     model.eval()
     if example_input is None:
         example_input = _default_probe(model, probe_size)
         if example_input is None:
-            return []
+            return fold_pre_norms(model)
     pairs = find_conv_bn_pairs(model, example_input)
     for conv_name, bn_name in pairs:
         fuse_conv_bn_(
             model.get_submodule(conv_name), model.get_submodule(bn_name))
         _set_submodule(model, bn_name, nn.Identity())
-    return [bn_name for _, bn_name in pairs]
+    return [bn_name for _, bn_name in pairs] + fold_pre_norms(model)

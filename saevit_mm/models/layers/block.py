@@ -11,7 +11,7 @@ The ablation switches replace SAA by full attention (``attn_type='mhsa'``),
 CIFFN by a plain conv FFN (``ffn_type='ffn'``) or drop DWSConv
 (``use_dwsconv=False``).
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
@@ -114,6 +114,18 @@ class SAEViTBlock(nn.Module):
                 embed_dims, ffn_ratio, norm_cfg=norm_cfg, act_cfg=act_cfg)
         self.drop_path = DropPath(drop_path) if drop_path > 0 \
             else nn.Identity()
+
+    def deploy_pre_norm_pairs(self) -> List[Tuple[str, str]]:
+        """``(norm, conv)`` pairs whose norm folds exactly into the conv
+        after it (:func:`saevit_mm.deploy.switch_to_deploy`): ``norm2`` into
+        the FFN's 1x1 expansion; ``norm1`` into SAA's sampler (its input is
+        edge-padded, never zero-padded) or, without a sampler, into the 1x1
+        q/k/v projection (average pooling before it keeps an affine map
+        affine)."""
+        attn = self.attn
+        first = 'attn.sampler' if getattr(attn, 'sampler', None) is not None \
+            else 'attn.attn.qkv'
+        return [('norm1', first), ('norm2', 'ffn.expand.conv')]
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the block to ``x`` (``B, C, H, W``)."""
