@@ -5,6 +5,7 @@ from torch import nn
 
 from saevit_mm.deploy import (check_onnx, export_onnx, find_conv_bn_pairs,
                               fold_bn_into_next_conv_, switch_to_deploy)
+from saevit_mm.models.layers import CIFFN
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -138,6 +139,10 @@ def test_deploy_folds_every_norm_but_the_stage_outputs(shape):
         left = [n for n, m in deployed.named_modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         assert left == ['norm0', 'norm1', 'norm2', 'norm3']
+        ffns = [m for m in deployed.modules() if isinstance(m, CIFFN)]
+        assert len(ffns) == 10 and all(
+            isinstance(f.dwconv, nn.Conv2d) and not hasattr(f, 'dwconvs')
+            for f in ffns), 'every CIFFN runs its one merged conv'
         with torch.no_grad():
             pairs = zip(eager(x.to(dtype)), deployed(x.to(dtype)), strict=True)
             for a, b in pairs:

@@ -27,6 +27,10 @@ flow cannot tell the padding, so the model says which pairs these are: any
 submodule with a ``deploy_pre_norm_pairs()`` method returning
 ``(norm_name, conv_name)`` pairs (names relative to that submodule) gets
 them folded by :func:`fold_bn_into_next_conv_`.
+
+Last, every submodule with a ``switch_to_deploy()`` method (the mmpretrain
+convention of re-parameterisable blocks) is asked to switch to its deploy
+form, once its norms are folded.
 """
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -231,6 +235,14 @@ def fold_pre_norms(model: nn.Module) -> List[str]:
     return folded
 
 
+def _switch_submodules(model: nn.Module) -> None:
+    """Call ``switch_to_deploy()`` of every submodule that has one."""
+    for module in list(model.modules())[1:]:
+        method = getattr(module, 'switch_to_deploy', None)
+        if callable(method):
+            method()
+
+
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition('.')
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -271,10 +283,14 @@ def switch_to_deploy(
     if example_input is None:
         example_input = _default_probe(model, probe_size)
         if example_input is None:
-            return fold_pre_norms(model)
+            folded = fold_pre_norms(model)
+            _switch_submodules(model)
+            return folded
     pairs = find_conv_bn_pairs(model, example_input)
     for conv_name, bn_name in pairs:
         fuse_conv_bn_(
             model.get_submodule(conv_name), model.get_submodule(bn_name))
         _set_submodule(model, bn_name, nn.Identity())
-    return [bn_name for _, bn_name in pairs] + fold_pre_norms(model)
+    folded = [bn_name for _, bn_name in pairs] + fold_pre_norms(model)
+    _switch_submodules(model)
+    return folded

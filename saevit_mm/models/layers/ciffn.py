@@ -17,8 +17,16 @@ NOTE: the shuffle is written as ``torch.stack(groups, dim=2).flatten(1, 2)``,
 which produces the shuffled order directly (channel ``i * g + j`` is channel
 ``i`` of group ``j``) in one copy instead of a concatenation plus a
 reshape-transpose-reshape.
+
+Deploy form (:meth:`CIFFN.switch_to_deploy`, once the norms of the expansion
+and of the group convolutions are folded): the expansion's output channels
+are permuted into the shuffled order and the ``g`` depth-wise convolutions
+become one, each channel keeping its own kernel zero-padded to the largest
+size. ``project(act(dwconv(expand(x))))``: no split, no stack, no copy, the
+same outputs (a zero-padded kernel with a wider padding computes the same
+sums).
 """
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from mmcv.cnn import build_activation_layer
@@ -81,9 +89,53 @@ class CIFFN(nn.Module):
             for k in kernel_sizes)
         self.act = build_activation_layer(act_cfg)
         self.project = ConvNorm(hidden, embed_dims, 1, norm_cfg=norm_cfg)
+        #: the merged depth-wise convolution of the deploy form, else None
+        self.dwconv: Optional[nn.Conv2d] = None
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> bool:
+        """Merge the group convolutions into one (see the module docstring).
+
+        Needs the norms of ``expand`` and of every group convolution folded
+        into their convolutions (``nn.Identity``, as
+        :func:`saevit_mm.deploy.switch_to_deploy` leaves them); otherwise
+        nothing changes.
+
+        Returns:
+            Whether the module is in the deploy form now.
+        """
+        if self.dwconv is not None:
+            return True
+        folded = [self.expand.norm] + [conv.norm for conv in self.dwconvs]
+        if not all(isinstance(norm, nn.Identity) for norm in folded):
+            return False
+        groups, width = self.groups, self.dwconvs[0].conv.in_channels
+        hidden = groups * width
+        # shuffled channel i * g + j is channel i of group j, which the
+        # expansion writes at j * width + i
+        order = torch.arange(hidden).view(groups, width).t().reshape(-1)
+        expand = self.expand.conv
+        expand.weight.copy_(expand.weight[order])
+        expand.bias.copy_(expand.bias[order])
+        size = max(conv.conv.kernel_size[0] for conv in self.dwconvs)
+        merged = nn.Conv2d(
+            hidden, hidden, size, padding=size // 2, groups=hidden).to(
+                expand.weight)
+        merged.weight.zero_()
+        for j, part in enumerate(self.dwconvs):
+            k = part.conv.kernel_size[0]
+            start = (size - k) // 2
+            merged.weight[j::groups, :, start:start + k, start:start + k] = \
+                part.conv.weight
+            merged.bias[j::groups] = part.conv.bias
+        self.dwconv = merged
+        del self.dwconvs
+        return True
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the FFN to ``x`` (``B, C, H, W``); no residual added."""
+        if self.dwconv is not None:
+            return self.project(self.act(self.dwconv(self.expand(x))))
         parts = self.expand(x).chunk(self.groups, dim=1)
         # decomposition, then redistribution (channel shuffle) in one copy
         x = torch.stack(
