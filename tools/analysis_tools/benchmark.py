@@ -1,9 +1,13 @@
 """Benchmark SAEViT against the peers of the installed hosts.
 
 Params, FLOPs (one counter for all), classifier throughput and latency,
-backbone latency at detection/segmentation sizes, the machine's matmul rate
-and each model's FLOP utilisation, SAA vs full attention scaling, and the
-deploy variants (fused BN, onnxruntime, torch.compile).
+backbone latency at detection/segmentation sizes (512x512, 800x1333,
+1024x2048), the machine's matmul rate and each model's FLOP utilisation,
+SAA vs full attention scaling, and the deploy variants (fused BN,
+onnxruntime, torch.compile). Peers come from the installed hosts
+(mmpretrain, mmdet) and timm (FastViT and RepViT in their reparameterised
+deploy form); each carries its published ImageNet-1K top-1 and its source,
+which the chart plots against the throughput measured in the run.
 
 Examples::
 

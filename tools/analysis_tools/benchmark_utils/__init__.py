@@ -1,7 +1,8 @@
 """Speed, FLOPs and memory benchmark of SAEViT against host peers.
 
 The CLI is ``tools/analysis_tools/benchmark.py``; this package holds the
-logic: the peer table (:mod:`.peers`), timing (:mod:`.timing`), the
+logic: the peer table (:mod:`.peers`), their published top-1
+(:mod:`.accuracy`), timing (:mod:`.timing`), the
 attention scaling scan (:mod:`.attention_scaling`), deploy variants
 (:mod:`.variants`), the run (:mod:`.runner`) and the output
 (:mod:`.report`). It belongs to the tools, not to the installed

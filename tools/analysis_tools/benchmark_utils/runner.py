@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from saevit_mm.deploy import switch_to_deploy
+from .accuracy import resolve_top1
 from .attention_scaling import run_attention_scaling
 from .complexity import count_flops, count_params
 from .peers import build_classifier, default_specs
@@ -64,7 +65,7 @@ class BenchmarkSettings:
     repeats: int = 5
     iters: int = 1
     latency_iters: int = 10
-    backbone_sizes: Tuple[Size, ...] = ((512, 512), (800, 1333))
+    backbone_sizes: Tuple[Size, ...] = ((512, 512), (800, 1333), (1024, 2048))
     backbone_repeats: int = 3
     backbone_iters: int = 1
     attention_sizes: Tuple[int, ...] = (256, 384, 512, 768, 1024)
@@ -204,7 +205,15 @@ def _notes(settings: BenchmarkSettings) -> List[str]:
         'BatchNorm folded into the preceding convolutions of every model '
         '(saevit_mm.deploy.switch_to_deploy; "folded_bn" per model).'
         if settings.fuse_all else 'Models as built (BatchNorm not folded; '
-        'see the [fused] variant rows).',
+        'see the [fused] variant rows), except the timm models that have a '
+        'deploy form (FastViT, RepViT: see "source"), which are measured '
+        'reparameterised, as their authors deploy them.',
+        'timm models: timm.create_model(pretrained=False, '
+        'features_only=True), last stage only (no head convolution).',
+        'top1: the published ImageNet-1K top-1 of the model (not measured '
+        'here), read from the host\'s metafile where it ships one, else '
+        'from the paper or the authors\' model zoo ("top1_source"); deploy '
+        'variants inherit it from their eager model.',
     ]
 
 
@@ -236,6 +245,11 @@ class _Run:
             for spec in specs:
                 row: Dict[str, object] = dict(
                     name=spec.name, scope=spec.scope, source=spec.source)
+                if spec.top1 is not None:
+                    try:
+                        row.update(resolve_top1(spec.top1))
+                    except Exception as exc:  # noqa: BLE001 (reported)
+                        row['top1_error'] = _error(exc)
                 try:
                     model = build_classifier(spec)
                     row['params_m'] = count_params(model) / 1e6
@@ -335,8 +349,12 @@ class _Run:
                 name=variant.name,
                 variant_of=base,
                 params_m=self.rows[base]['params_m'],
-                gflops=self.rows[base]['gflops'])
-            for base, variant in self.variants
+                gflops=self.rows[base]['gflops'],
+                **{
+                    key: self.rows[base][key]
+                    for key in ('top1', 'top1_source')
+                    if key in self.rows[base]
+                }) for base, variant in self.variants
         ]
         for row in rows:
             name = row['name']
