@@ -140,6 +140,9 @@ def test_deploy_folds_every_norm_but_the_stage_outputs(shape):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         assert left == ['norm0', 'norm1', 'norm2', 'norm3']
         ffns = [m for m in deployed.modules() if isinstance(m, CIFFN)]
+        assert deployed.input_memory_format == torch.channels_last
+        assert deployed.stem.conv1.conv.weight.is_contiguous(
+            memory_format=torch.channels_last)
         assert len(ffns) == 10 and all(
             isinstance(f.dwconv, nn.Conv2d) and not hasattr(f, 'dwconvs')
             for f in ffns), 'every CIFFN runs its one merged conv'

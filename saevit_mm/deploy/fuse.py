@@ -30,7 +30,10 @@ them folded by :func:`fold_bn_into_next_conv_`.
 
 Last, every submodule with a ``switch_to_deploy()`` method (the mmpretrain
 convention of re-parameterisable blocks) is asked to switch to its deploy
-form, once its norms are folded.
+form, once its norms are folded, and a module with a
+``DEPLOY_MEMORY_FORMAT`` class attribute and an ``input_memory_format``
+attribute (the SAEViT backbone) gets its weights and its input moved to that
+memory format (outputs are unchanged: the backbone returns contiguous maps).
 """
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -236,11 +239,17 @@ def fold_pre_norms(model: nn.Module) -> List[str]:
 
 
 def _switch_submodules(model: nn.Module) -> None:
-    """Call ``switch_to_deploy()`` of every submodule that has one."""
+    """Call ``switch_to_deploy()`` of every submodule that has one; move the
+    modules that name a deploy memory format to it."""
     for module in list(model.modules())[1:]:
         method = getattr(module, 'switch_to_deploy', None)
         if callable(method):
             method()
+    for module in model.modules():
+        fmt = getattr(module, 'DEPLOY_MEMORY_FORMAT', None)
+        if fmt is not None and hasattr(module, 'input_memory_format'):
+            module.to(memory_format=fmt)
+            module.input_memory_format = fmt
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
