@@ -75,9 +75,12 @@ ARMS = (
         'peer'),
 )
 
-#: ``--smoke``: one epoch on a few images, to check that every arm runs.
+#: ``--smoke``: one epoch of 8 iterations (enough for the quarter-epoch
+#: warm-up to span 2), to check that every arm runs.
 SMOKE_OPTIONS = (
     'train_cfg.max_epochs=1',
+    'default_hooks.checkpoint.interval=1',
+    'train_dataloader.batch_size=4',
     'train_dataloader.dataset.indices=32',
     'test_dataloader.dataset.indices=16',
     'val_dataloader.dataset.indices=16',
