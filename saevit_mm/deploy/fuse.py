@@ -44,7 +44,7 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 __all__ = [
     'find_conv_bn_pairs', 'fuse_conv_bn_', 'fold_bn_into_next_conv_',
-    'switch_to_deploy'
+    'fold_pre_norms', 'switch_to_deploy'
 ]
 
 
@@ -145,10 +145,7 @@ def fuse_conv_bn_(conv: _ConvNd, bn: _BatchNorm) -> None:
             had none.
         bn: The BatchNorm applied directly to the conv output.
     """
-    std = torch.sqrt(bn.running_var + bn.eps)
-    gamma = bn.weight if bn.affine else torch.ones_like(std)
-    beta = bn.bias if bn.affine else torch.zeros_like(std)
-    scale = gamma / std
+    scale, shift = _bn_affine(bn)
     weight = conv.weight
     if isinstance(conv, _ConvTransposeNd):
         # weight layout: (in, out // groups, *k); output channel of
@@ -161,12 +158,25 @@ def fuse_conv_bn_(conv: _ConvNd, bn: _BatchNorm) -> None:
         weight.copy_((view * scale_view).view_as(weight))
     else:
         weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(std)
-    new_bias = (bias - bn.running_mean) * scale + beta
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+    _set_bias(conv, bias * scale + shift)
+
+
+def _bn_affine(bn: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(a, b)`` with ``bn(x) = a * x + b`` per channel (eval statistics)."""
+    std = torch.sqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.affine else torch.ones_like(std)
+    beta = bn.bias if bn.affine else torch.zeros_like(std)
+    scale = gamma / std
+    return scale, beta - bn.running_mean * scale
+
+
+def _set_bias(conv: _ConvNd, bias: torch.Tensor) -> None:
+    """Give ``conv`` this bias, adding a parameter if it had none."""
     if conv.bias is None:
-        conv.bias = nn.Parameter(new_bias.to(weight.dtype))
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype))
     else:
-        conv.bias.copy_(new_bias)
+        conv.bias.copy_(bias)
 
 
 @torch.no_grad()
@@ -189,11 +199,7 @@ def fold_bn_into_next_conv_(bn: _BatchNorm, conv: _ConvNd) -> None:
     if conv.in_channels != bn.num_features:
         raise ValueError(f'{type(conv).__name__} has {conv.in_channels} input '
                          f'channels, the norm {bn.num_features}.')
-    std = torch.sqrt(bn.running_var + bn.eps)
-    gamma = bn.weight if bn.affine else torch.ones_like(std)
-    beta = bn.bias if bn.affine else torch.zeros_like(std)
-    scale = gamma / std
-    shift = beta - bn.running_mean * scale
+    scale, shift = _bn_affine(bn)
     weight = conv.weight  # (out, in // groups, *k)
     groups, out = conv.groups, weight.shape[0]
     # the input channel each (output, kernel input) pair reads
@@ -205,10 +211,7 @@ def fold_bn_into_next_conv_(bn: _BatchNorm, conv: _ConvNd) -> None:
         out, device=weight.device, dtype=weight.dtype)
     new_bias = bias + (weight * shift[index].view(expand)).flatten(1).sum(1)
     weight.mul_(scale[index].view(expand))
-    if conv.bias is None:
-        conv.bias = nn.Parameter(new_bias.to(weight.dtype))
-    else:
-        conv.bias.copy_(new_bias)
+    _set_bias(conv, new_bias)
 
 
 def _foldable_norm(module: nn.Module) -> bool:
@@ -291,11 +294,8 @@ def switch_to_deploy(
     model.eval()
     if example_input is None:
         example_input = _default_probe(model, probe_size)
-        if example_input is None:
-            folded = fold_pre_norms(model)
-            _switch_submodules(model)
-            return folded
-    pairs = find_conv_bn_pairs(model, example_input)
+    pairs = [] if example_input is None else find_conv_bn_pairs(
+        model, example_input)  # no probe: a model without convolutions
     for conv_name, bn_name in pairs:
         fuse_conv_bn_(
             model.get_submodule(conv_name), model.get_submodule(bn_name))
