@@ -8,7 +8,8 @@ from e2e_utils import REPO, demo_data_root, run_tool
 from mmengine.config import Config
 
 import ablation
-from ablation import ARMS, DEMO_CONFIG, Arm, run_one, select_arms
+from ablation import (ARMS, DEMO_CONFIG, DEMO_DENSE_CONFIG, Arm,
+                      choose_dense_arms, run_dense_one, run_one, select_arms)
 
 #: What each arm may change in the demo config it inherits: the backbone
 #: (SAEViT arms: only their ablation switch), and what the backbone's output
@@ -25,6 +26,11 @@ ALLOWED = {
     [r'^model\.backbone\.', r'^model\.head\.in_channels$'],
     'ResNet-18': [r'^model\.backbone\.', r'^model\.head\.in_channels$'],
 }
+#: What a dense arm may change in the Semantic FPN demo config: the backbone
+#: and the widths of its outputs that the neck takes.
+DENSE_ALLOWED = [r'^model\.backbone\.', r'^model\.neck\.in_channels\.']
+DENSE_ARMS = [a for a in ARMS if a.dense_config not in (None,
+                                                        DEMO_DENSE_CONFIG)]
 
 
 def _flatten(node, prefix=''):
@@ -43,22 +49,42 @@ def test_every_arm_config_exists_and_every_config_is_an_arm():
         str(p.relative_to(REPO))
         for p in (REPO / 'configs' / 'ablation').glob('*.py')
     }
-    assert shipped == {arm.config for arm in ARMS if arm.config != DEMO_CONFIG}
+    assert shipped == ({arm.config for arm in ARMS} | {
+        arm.dense_config for arm in ARMS if arm.dense_config
+    }) - {DEMO_CONFIG, DEMO_DENSE_CONFIG}
+    assert {a.name for a in ARMS if a.dense_config} == {
+        a.name for a in ARMS if a.kind in ('saevit', 'peer')
+    }, 'SAEViT-t and every peer can be the dense arm'
     assert set(ALLOWED) == {arm.name for arm in ARMS} - {'SAEViT-t'}
+
+
+def _changed_keys(base: str, config: str):
+    base_cfg = dict(_flatten(Config.fromfile(str(REPO / base)).to_dict()))
+    cfg = dict(_flatten(Config.fromfile(str(REPO / config)).to_dict()))
+    return sorted(k for k in base_cfg.keys() | cfg.keys()
+                  if base_cfg.get(k) != cfg.get(k))
 
 
 @pytest.mark.parametrize(
     'arm', [a for a in ARMS if a.config != DEMO_CONFIG], ids=lambda a: a.slug)
 def test_arm_changes_only_the_backbone(arm):
     """Same data, recipe, schedule, head and seed handling as the demo."""
-    demo = dict(_flatten(Config.fromfile(str(REPO / DEMO_CONFIG)).to_dict()))
-    cfg = dict(_flatten(Config.fromfile(str(REPO / arm.config)).to_dict()))
-    changed = sorted(k for k in demo.keys() | cfg.keys()
-                     if demo.get(k) != cfg.get(k))
+    changed = _changed_keys(DEMO_CONFIG, arm.config)
     assert changed, 'an arm must change something'
     unexpected = [
         k for k in changed if not any(re.search(r, k) for r in ALLOWED[
             arm.name])
+    ]
+    assert not unexpected, f'{arm.name} also changes {unexpected}'
+
+
+@pytest.mark.parametrize('arm', DENSE_ARMS, ids=lambda a: a.slug)
+def test_dense_arm_changes_only_the_backbone(arm):
+    """Same data, recipe, schedule, neck and head as the FPN demo."""
+    changed = _changed_keys(DEMO_DENSE_CONFIG, arm.dense_config)
+    assert any(k.startswith('model.neck.in_channels') for k in changed)
+    unexpected = [
+        k for k in changed if not any(re.search(r, k) for r in DENSE_ALLOWED)
     ]
     assert not unexpected, f'{arm.name} also changes {unexpected}'
 
@@ -71,6 +97,54 @@ def test_arm_builds_and_classifies_a_demo_image(arm):
     with torch.no_grad():
         logits = model(torch.rand(2, 3, 64, 64))
     assert logits.shape == (2, 10)
+
+
+@pytest.mark.seg
+@pytest.mark.parametrize(
+    'arm', [a for a in ARMS if a.dense_config], ids=lambda a: a.slug)
+def test_dense_arm_starts_from_its_whole_classifier(arm, tmp_path):
+    """Every backbone weight of the arm's classifier initialises its
+    segmenter (what ablation.py passes as init_cfg.checkpoint), and the
+    segmenter predicts the demo classes."""
+    pytest.importorskip('mmpretrain.models')
+    pytest.importorskip('mmseg.models')
+    classifier = ablation.build_model(arm.config)
+    checkpoint = tmp_path / 'classifier.pth'
+    torch.save({'state_dict': classifier.state_dict()}, checkpoint)
+    cfg = Config.fromfile(str(REPO / arm.dense_config))
+    cfg.merge_from_dict(
+        {'model.backbone.init_cfg.checkpoint': str(checkpoint)})
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope(cfg.default_scope)
+    segmenter = MODELS.build(cfg.model)
+    segmenter.init_weights()
+    dense = segmenter.backbone.state_dict()
+    weights = {
+        k[len('backbone.'):]: v
+        for k, v in classifier.state_dict().items()
+        if k.startswith('backbone.') and v.dtype.is_floating_point
+    }
+    assert weights.keys() <= dense.keys()
+    differ = [k for k, v in weights.items() if not torch.equal(dense[k], v)]
+    assert not differ, f'not loaded from the classifier: {differ[:5]}'
+    segmenter.eval()
+    with torch.no_grad():
+        logits = segmenter(torch.rand(1, 3, 128, 128))
+    assert logits.shape == (1, 7, 32, 32)
+
+
+def test_dense_arms_are_saevit_and_the_best_peer():
+    top1 = {'EdgeNeXt-xsmall': 50., 'MobileViT-x_small': 55.,
+            'ResNet-18': 40., 'SAEViT-t': 52.}
+    assert [a.name for a in choose_dense_arms(ARMS, top1)] == [
+        'SAEViT-t', 'MobileViT-x_small'
+    ]
+    assert [a.name for a in choose_dense_arms(ARMS, top1, 'resnet-18')] == [
+        'SAEViT-t', 'ResNet-18'
+    ]
+    with pytest.raises(KeyError, match='not a peer; peers: .*ResNet-18'):
+        choose_dense_arms(ARMS, top1, 'no DWSConv')
+    assert [a.name for a in choose_dense_arms(ARMS[:2], top1)] == ['SAEViT-t']
 
 
 def test_unknown_arm_is_refused_with_the_known_names():
@@ -99,9 +173,36 @@ def test_a_finished_run_is_read_not_run_again(tmp_path, monkeypatch):
         run_one(arm, 4, tmp_path, tmp_path)
 
 
+def test_a_finished_dense_run_is_read_and_a_new_one_starts_from_the_classifier(
+        tmp_path, monkeypatch):
+    arm = ARMS[0]
+    classifier = tmp_path / arm.slug / 'seed0'
+    classifier.mkdir(parents=True)
+    (classifier / 'last_checkpoint').write_text(str(classifier / 'e.pth'))
+    done = tmp_path / 'fpn' / arm.slug / 'seed1'
+    done.mkdir(parents=True)
+    (done / 'result.json').write_text(json.dumps(dict(miou=40.0)))
+    steps = []
+
+    def no_step(step, *args, **kwargs):
+        steps.append(step)
+        raise AssertionError(f'ran {step.name}')
+
+    monkeypatch.setattr(ablation, 'run_step', no_step)
+    assert run_dense_one(arm, 1, tmp_path, tmp_path) == dict(
+        miou=40.0, resumed=True)
+    with pytest.raises(AssertionError, match='ran training SAEViT-t Semantic'):
+        run_dense_one(arm, 0, tmp_path, tmp_path)
+    assert steps[0].args[1] == DEMO_DENSE_CONFIG
+    assert f'model.backbone.init_cfg.checkpoint={classifier / "e.pth"}' in \
+        steps[0].args
+    with pytest.raises(ValueError, match='no dense config'):
+        run_dense_one(ARMS[1], 0, tmp_path, tmp_path)
+
+
 def test_seed_statistics():
     runs = {0: dict(top1=50., train_s=1.), 1: dict(top1=54., train_s=2.)}
-    summary = ablation.summarize_arm(runs)
+    summary = ablation.summarize_seeds(runs)
     assert summary['top1_mean'] == 52.
     assert summary['top1_std'] == pytest.approx(2 * 2**0.5)
     assert (summary['top1_min'], summary['top1_max']) == (50., 54.)
@@ -122,8 +223,8 @@ def test_smoke_sweep_runs_every_arm_and_resumes(tmp_path_factory, tmp_path):
     args = [
         'tools/analysis_tools/ablation.py', '--smoke', '--seeds', '0',
         '--no-progress', '--data', data, '--work-dir', tmp_path,
-        '--img-size', '64', '--batch-size', '2', '--repeats', '1',
-        '--threads', '1'
+        '--img-size', '64', '--batch-size', '2', '--dense-img-size', '128',
+        '--repeats', '1', '--threads', '1'
     ]
     first = run_tool(args, data, timeout=1800)
     report = json.loads((tmp_path / 'smoke' / 'ablation.json').read_text())
@@ -132,9 +233,18 @@ def test_smoke_sweep_runs_every_arm_and_resumes(tmp_path_factory, tmp_path):
         assert 0 <= arm['top1_mean'] <= 100
         assert arm['gflops'] > 0 and arm['throughput']['median'] > 0
     assert (tmp_path / 'smoke' / 'ablation.png').stat().st_size > 0
-    assert '[ablation] ResNet-18 seed 0' in first.stdout
-    logs = sorted((tmp_path / 'smoke').glob('*/seed0/train.log'))
-    assert len(logs) == len(ARMS)
+    assert '[ablation] classification ResNet-18 seed 0' in first.stdout
+    dense = report['dense']['arms']
+    assert [a['kind'] for a in dense] == ['saevit', 'peer']
+    best = max((a for a in report['arms'] if a['kind'] == 'peer'),
+               key=lambda a: a['top1_mean'])
+    assert dense[1]['name'] == best['name']
+    for arm in dense:
+        assert 0 <= arm['miou_mean'] <= 100
+        assert arm['gflops'] > 0 and arm['throughput']['median'] > 0
+    logs = sorted((tmp_path / 'smoke').glob('*/seed0/train.log')) + sorted(
+        (tmp_path / 'smoke').glob('fpn/*/seed0/train.log'))
+    assert len(logs) == len(ARMS) + 2
     written = [log.stat().st_mtime_ns for log in logs]
     run_tool(args, data, timeout=900)
     assert [log.stat().st_mtime_ns for log in logs] == written, \
