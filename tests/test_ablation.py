@@ -233,6 +233,8 @@ def test_smoke_sweep_runs_every_arm_and_resumes(tmp_path_factory, tmp_path):
         assert 0 <= arm['top1_mean'] <= 100
         assert arm['gflops'] > 0 and arm['throughput']['median'] > 0
     assert (tmp_path / 'smoke' / 'ablation.png').stat().st_size > 0
+    tables = (tmp_path / 'smoke' / 'ablation.md').read_text()
+    assert '| SAEViT-t |' in tables and 'Semantic FPN' in tables
     assert '[ablation] classification ResNet-18 seed 0' in first.stdout
     dense = report['dense']['arms']
     assert [a['kind'] for a in dense] == ['saevit', 'peer']
@@ -249,3 +251,34 @@ def test_smoke_sweep_runs_every_arm_and_resumes(tmp_path_factory, tmp_path):
     run_tool(args, data, timeout=900)
     assert [log.stat().st_mtime_ns for log in logs] == written, \
         'the second run trained again instead of resuming'
+
+
+def _row(name, kind, values, metric='top1'):
+    runs = {i: {metric: v, 'train_s': 60.} for i, v in enumerate(values)}
+    return dict(name=name, kind=kind, params_m=1.0, gflops=0.5,
+                throughput=dict(median=10.0), **ablation.summarize_seeds(
+                    runs, metric))
+
+
+def test_tables_compare_every_arm_with_saevit_against_the_seed_spread(
+        tmp_path):
+    settings = dict(seeds=[0, 1], img_size=224, batch_size=32, threads=2)
+    result = dict(
+        command='python tools/analysis_tools/ablation.py', settings=settings,
+        total_s=600., runs_s=6000.,
+        arms=[_row('SAEViT-t', 'saevit', [50., 52.]),
+              _row('no DWSConv', 'ablation', [45., 46.]),
+              _row('ResNet-18', 'peer', [51., 55.])],
+        dense=dict(task='fpn.py', settings=dict(settings, img_size=512,
+                                                batch_size=1),
+                   arms=[_row('SAEViT-t', 'saevit', [40., 41.], 'miou'),
+                         _row('ResNet-18', 'peer', [42., 44.], 'miou')]))
+    tables = ablation.markdown(result)
+    assert '| no DWSConv | 45.5 ± 0.7 | 45.0, 46.0 | -5.5 (beyond the ' \
+        'spread) |' in tables
+    assert '| ResNet-18 | 53.0 ± 2.8 | 51.0, 55.0 | +2.0 (within the ' \
+        'spread) |' in tables
+    assert '| ResNet-18 | 43.0 ± 1.4 | 42.0, 44.0 | +2.5 (beyond' in tables
+    assert 'GFLOPs @ 512²' in tables and '100 min of training' in tables
+    ablation.plot(result, tmp_path / 'a.png')
+    assert (tmp_path / 'a.png').stat().st_size > 0

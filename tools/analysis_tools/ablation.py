@@ -12,8 +12,9 @@
 3. Measures every model's parameters, FLOPs and throughput in one process,
    interleaved (classifiers at 224², segmenters at 512²).
 
-Writes ``ablation.json`` and ``ablation.png`` (each task's metric, mean and
-range over seeds, against throughput and FLOPs). A finished run leaves a
+Writes ``ablation.json``, ``ablation.png`` (each task's metric, mean and
+range over seeds, against throughput and FLOPs) and ``ablation.md`` (the
+tables, as the README shows them). A finished run leaves a
 ``result.json`` in its work directory (``<work-dir>/<arm>/seed<k>``,
 ``<work-dir>/fpn/<arm>/seed<k>``); running the command again skips those, so
 an interrupted sweep resumes where it stopped.
@@ -35,12 +36,14 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tools'))  # demo_steps, next to the demo
 
-from ablation_report import plot, summarize_seeds, table_lines  # noqa: E402
+from ablation_report import (markdown, plot, summarize_seeds,  # noqa: E402
+                             table_lines)
 from demo_steps import (Step, last_checkpoint, read_test_metrics,  # noqa: E402
                         run_step)
 
 __all__ = [
-    'Arm', 'ARMS', 'select_arms', 'choose_dense_arms', 'run_one',
+    'Arm', 'ARMS', 'select_arms', 'choose_dense_arms', 'run_one', 'markdown',
+    'plot', 'summarize_seeds',
     'run_dense_one', 'run_sweep', 'measure_configs'
 ]
 
@@ -436,6 +439,7 @@ def main(argv=None) -> None:
     result['total_s'] = round(time.time() - start, 1)
     (work_dir / 'ablation.json').write_text(json.dumps(result, indent=2))
     plot(result, work_dir / 'ablation.png')
+    (work_dir / 'ablation.md').write_text(markdown(result))
     print('\n'.join(table_lines(arms, 'top1', 'top-1 mean')))
     if dense_rows:
         print('\n'.join(table_lines(dense_rows, 'miou', 'mIoU mean')))

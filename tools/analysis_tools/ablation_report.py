@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
-__all__ = ['summarize_seeds', 'plot', 'table_lines']
+__all__ = ['summarize_seeds', 'plot', 'table_lines', 'markdown']
 
 #: Marker colour of each kind of arm.
 COLORS = dict(saevit='tab:red', ablation='tab:orange', peer='tab:blue')
@@ -87,3 +87,61 @@ def table_lines(rows: Sequence[Mapping], metric: str,
             f'{row[metric + "_min"]:>6.1f}-{row[metric + "_max"]:<6.1f} '
             f'{row["gflops"]:>7.3f} {row["throughput"]["median"]:>7.1f}')
     return lines
+
+
+def _versus(row: Mapping, ref: Mapping, metric: str) -> str:
+    """Difference of means to ``ref`` and whether the seed ranges overlap
+    (with this few seeds, disjoint ranges are the honest bar for "beyond
+    the seed spread")."""
+    if row is ref:
+        return 'reference'
+    delta = row[f'{metric}_mean'] - ref[f'{metric}_mean']
+    apart = (row[f'{metric}_min'] > ref[f'{metric}_max']
+             or row[f'{metric}_max'] < ref[f'{metric}_min'])
+    return f'{delta:+.1f} ({"beyond" if apart else "within"} the spread)'
+
+
+def _markdown_table(rows: Sequence[Mapping], metric: str, label: str,
+                    settings: Mapping) -> List[str]:
+    ref = next(r for r in rows if r['kind'] == 'saevit')
+    size, batch = settings['img_size'], settings['batch_size']
+    lines = [
+        f'| arm | {label}: mean ± std | per seed | vs SAEViT-t | params (M) '
+        f'| GFLOPs @ {size}² | img/s (batch {batch}, {size}²) | train / seed |',
+        '|---|---:|---|---|---:|---:|---:|---:|'
+    ]
+    for row in rows:
+        seeds = ', '.join(f'{v:.1f}' for v in row[metric])
+        train_min = sum(row['train_s']) / len(row['train_s']) / 60
+        lines.append(
+            f'| {row["name"]} | {row[metric + "_mean"]:.1f} ± '
+            f'{row[metric + "_std"]:.1f} | {seeds} | '
+            f'{_versus(row, ref, metric)} | {row["params_m"]:.2f} | '
+            f'{row["gflops"]:.3f} | {row["throughput"]["median"]:.1f} | '
+            f'{train_min:.1f} min |')
+    return lines
+
+
+def markdown(result: Mapping) -> str:
+    """The README's tables: one per task, generated from ``ablation.json``."""
+    threads = result['settings']['threads']
+    lines = [
+        f'Classification (demo top-1 %; throughput measured in one process, '
+        f'interleaved, {threads} threads):', ''
+    ]
+    lines += _markdown_table(result['arms'], 'top1', 'top-1',
+                             result['settings'])
+    dense = result.get('dense', {})
+    if dense.get('arms'):
+        lines += [
+            '', f'Semantic FPN fine-tuned from each seed\'s classifier '
+            f'(demo mIoU %; `{dense["task"]}`; segmenters timed whole):', ''
+        ]
+        lines += _markdown_table(dense['arms'], 'miou', 'mIoU',
+                                 dense['settings'])
+    lines += [
+        '', f'`{result["command"]}`: {result["total_s"] / 60:.0f} min in its '
+        f'last invocation, {result["runs_s"] / 60:.0f} min of training and '
+        f'testing over all runs.'
+    ]
+    return '\n'.join(lines) + '\n'
