@@ -107,18 +107,16 @@ def _markdown_table(rows: Sequence[Mapping], metric: str, label: str,
     size, batch = settings['img_size'], settings['batch_size']
     lines = [
         f'| arm | {label}: mean ± std | per seed | vs SAEViT-t | params (M) '
-        f'| GFLOPs @ {size}² | img/s (batch {batch}, {size}²) | train / seed |',
-        '|---|---:|---|---|---:|---:|---:|---:|'
+        f'| GFLOPs @ {size}² | img/s (batch {batch}, {size}²) |',
+        '|---|---:|---|---|---:|---:|---:|'
     ]
     for row in rows:
         seeds = ', '.join(f'{v:.1f}' for v in row[metric])
-        train_min = sum(row['train_s']) / len(row['train_s']) / 60
         lines.append(
             f'| {row["name"]} | {row[metric + "_mean"]:.1f} ± '
             f'{row[metric + "_std"]:.1f} | {seeds} | '
             f'{_versus(row, ref, metric)} | {row["params_m"]:.2f} | '
-            f'{row["gflops"]:.3f} | {row["throughput"]["median"]:.1f} | '
-            f'{train_min:.1f} min |')
+            f'{row["gflops"]:.3f} | {row["throughput"]["median"]:.1f} |')
     return lines
 
 
