@@ -99,6 +99,20 @@ def test_arm_builds_and_classifies_a_demo_image(arm):
     assert logits.shape == (2, 10)
 
 
+@pytest.mark.parametrize('arm', DENSE_ARMS, ids=lambda a: a.slug)
+def test_dense_backbone_is_the_classification_backbone(arm):
+    """The peer's segmenter backbone takes its classifier's arguments; only
+    what multi-scale outputs and the initialisation need differs."""
+    cls = Config.fromfile(str(REPO / arm.config)).model.backbone.to_dict()
+    dense = Config.fromfile(str(REPO / arm.dense_config)).model.backbone
+    dense = dense.to_dict()
+    changed = {k for k in cls.keys() | dense.keys()
+               if cls.get(k) != dense.get(k)}
+    assert changed <= {'out_indices', 'gap_before_final_norm', 'init_cfg',
+                       'norm_cfg'}, changed
+    assert dense['init_cfg']['prefix'] == 'backbone.'
+
+
 @pytest.mark.seg
 @pytest.mark.parametrize(
     'arm', [a for a in ARMS if a.dense_config], ids=lambda a: a.slug)
@@ -145,6 +159,16 @@ def test_dense_arms_are_saevit_and_the_best_peer():
     with pytest.raises(KeyError, match='not a peer; peers: .*ResNet-18'):
         choose_dense_arms(ARMS, top1, 'no DWSConv')
     assert [a.name for a in choose_dense_arms(ARMS[:2], top1)] == ['SAEViT-t']
+
+
+def test_dense_peer_must_be_trained(capsys):
+    with pytest.raises(SystemExit):
+        ablation.parse_args(['--arms', 'SAEViT-t', '--dense-peer',
+                             'ResNet-18'])
+    assert 'add it to --arms' in capsys.readouterr().err
+    args = ablation.parse_args(
+        ['--arms', 'SAEViT-t', 'ResNet-18', '--dense-peer', 'resnet-18'])
+    assert [a.name for a in args.arm_list] == ['SAEViT-t', 'ResNet-18']
 
 
 def test_unknown_arm_is_refused_with_the_known_names():
@@ -282,3 +306,10 @@ def test_tables_compare_every_arm_with_saevit_against_the_seed_spread(
     assert 'GFLOPs @ 512²' in tables and '100 min of training' in tables
     ablation.plot(result, tmp_path / 'a.png')
     assert (tmp_path / 'a.png').stat().st_size > 0
+    # --arms without SAEViT-t, --no-dense: no reference, no dense table
+    peers_only = dict(result, arms=result['arms'][2:])
+    del peers_only['dense']
+    tables = ablation.markdown(peers_only)
+    assert '| ResNet-18 | 53.0 ± 2.8 | 51.0, 55.0 | - |' in tables
+    assert 'Semantic FPN' not in tables
+    ablation.plot(peers_only, tmp_path / 'b.png')

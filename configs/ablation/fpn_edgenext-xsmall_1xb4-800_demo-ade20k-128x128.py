@@ -2,8 +2,10 @@
 # EdgeNeXt-xsmall backbone (the classification arm's arguments, four outputs
 # and a norm on each instead of pooling); the neck takes its channels.
 # Nothing else changes (tests/test_ablation.py checks).
-# tools/analysis_tools/ablation.py sets init_cfg.checkpoint to the arm's
-# classification checkpoint (--cfg-options model.backbone.init_cfg.checkpoint).
+# The backbone starts from a classifier of the same backbone, which is
+# required (mmengine's Pretrained init takes no None):
+# --cfg-options model.backbone.init_cfg.checkpoint=<classifier .pth>, as
+# tools/analysis_tools/ablation.py passes it.
 _base_ = '../demo/fpn_saevit-t_1xb4-800_demo-ade20k-128x128.py'
 
 model = dict(

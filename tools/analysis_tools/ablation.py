@@ -341,7 +341,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     try:
         args.arm_list = select_arms(args.arms)
         if args.dense_peer:
-            choose_dense_arms(args.arm_list, {}, args.dense_peer)
+            peer = choose_dense_arms(args.arm_list, {}, args.dense_peer)[-1]
+            if peer not in args.arm_list:
+                raise KeyError(f'--dense-peer {peer.name} starts from its '
+                               'classifier: add it to --arms')
     except KeyError as err:
         parser.error(str(err.args[0]))
     if len(set(args.seeds)) != len(args.seeds):
@@ -427,15 +430,16 @@ def main(argv=None) -> None:
         # training + testing time of every run, wherever it was done
         sweep_s=round(sweep_s, 1),
         runs_s=round(sum(r['train_s'] + r['test_s'] for r in every_run), 1),
-        arms=arms,
-        dense=dict(
+        arms=arms)
+    if dense_rows:
+        result['dense'] = dict(
             task=DEMO_DENSE_CONFIG,
             peer_choice=args.dense_peer or 'best mean top-1 among the peers',
             settings=dict(
                 seeds=list(args.seeds), img_size=args.dense_img_size,
                 batch_size=args.dense_batch_size, repeats=args.repeats,
                 threads=threads),
-            arms=dense_rows))
+            arms=dense_rows)
     result['total_s'] = round(time.time() - start, 1)
     (work_dir / 'ablation.json').write_text(json.dumps(result, indent=2))
     plot(result, work_dir / 'ablation.png')
@@ -443,8 +447,8 @@ def main(argv=None) -> None:
     print('\n'.join(table_lines(arms, 'top1', 'top-1 mean')))
     if dense_rows:
         print('\n'.join(table_lines(dense_rows, 'miou', 'mIoU mean')))
-    print(f'wrote {work_dir / "ablation.json"} and {work_dir / "ablation.png"}'
-          f' ({result["total_s"] / 60:.1f} min; all runs '
+    print(f'wrote ablation.json, .png and .md to {work_dir} '
+          f'({result["total_s"] / 60:.1f} min; all runs '
           f'{result["runs_s"] / 60:.1f} min)')
 
 

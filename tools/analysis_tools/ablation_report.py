@@ -4,7 +4,7 @@ A module of ``tools/analysis_tools/ablation.py``, not a command.
 """
 import statistics
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 __all__ = ['summarize_seeds', 'plot', 'table_lines', 'markdown']
 
@@ -89,10 +89,12 @@ def table_lines(rows: Sequence[Mapping], metric: str,
     return lines
 
 
-def _versus(row: Mapping, ref: Mapping, metric: str) -> str:
+def _versus(row: Mapping, ref: Optional[Mapping], metric: str) -> str:
     """Difference of means to ``ref`` and whether the seed ranges overlap
     (with this few seeds, disjoint ranges are the honest bar for "beyond
     the seed spread")."""
+    if ref is None:
+        return '-'
     if row is ref:
         return 'reference'
     delta = row[f'{metric}_mean'] - ref[f'{metric}_mean']
@@ -103,7 +105,7 @@ def _versus(row: Mapping, ref: Mapping, metric: str) -> str:
 
 def _markdown_table(rows: Sequence[Mapping], metric: str, label: str,
                     settings: Mapping) -> List[str]:
-    ref = next(r for r in rows if r['kind'] == 'saevit')
+    ref = next((r for r in rows if r['kind'] == 'saevit'), None)
     size, batch = settings['img_size'], settings['batch_size']
     lines = [
         f'| arm | {label}: mean ± std | per seed | vs SAEViT-t | params (M) '
