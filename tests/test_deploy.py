@@ -1,11 +1,15 @@
 """Deploy path: BN folding, ONNX export (+ onnxruntime), torch.compile."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from saevit_mm.deploy import (check_onnx, export_onnx, find_conv_bn_pairs,
                               fold_bn_into_next_conv_, switch_to_deploy)
-from saevit_mm.models.layers import CIFFN
+from saevit_mm.models.layers import (CIFFN, DWSConv,
+                                     SparselyAggregatedAttention,
+                                     spread_cells)
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -144,8 +148,8 @@ def test_deploy_folds_every_norm_but_the_stage_outputs(shape):
         assert deployed.stem.conv1.conv.weight.is_contiguous(
             memory_format=torch.channels_last)
         assert len(ffns) == 10 and all(
-            isinstance(f.dwconv, nn.Conv2d) and not hasattr(f, 'dwconvs')
-            for f in ffns), 'every CIFFN runs its one merged conv'
+            isinstance(f.dwconv, nn.Conv2d) and len(f.expand_parts) == 4
+            for f in ffns), 'every CIFFN has both ways of its deploy form'
         with torch.no_grad():
             pairs = zip(eager(x.to(dtype)), deployed(x.to(dtype)), strict=True)
             for a, b in pairs:
@@ -169,8 +173,12 @@ def test_onnx_export_matches_onnxruntime(tmp_path, hw):
         assert diffs[name] <= 1e-4 * max(1.0, diffs['max_abs_ref']), diffs
 
 
-def test_onnx_export_of_fused_model(tmp_path):
+@pytest.mark.parametrize('branch_min_pixels', [CIFFN.BRANCH_MIN_PIXELS, 0],
+                         ids=['default', 'all-branched'])
+def test_onnx_export_of_fused_model(tmp_path, monkeypatch,
+                                    branch_min_pixels):
     pytest.importorskip('onnxruntime')
+    monkeypatch.setattr(CIFFN, 'BRANCH_MIN_PIXELS', branch_min_pixels)
     model = _saevit('t')
     switch_to_deploy(model)
     path = tmp_path / 'fused.onnx'
@@ -189,3 +197,104 @@ def test_torch_compile_matches_eager():
         out = compiled(x)
     for a, b in zip(ref, out):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+class _Ops(TorchDispatchMode):
+    """Records the aten operators a forward calls (name, and for each
+    convolution its kernel size and whether it is transposed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names, self.convs = [], []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.names.append(name)
+        if name == 'convolution':
+            self.convs.append((tuple(args[1].shape[-2:]), args[6]))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('channels_last', [False, True], ids=['NCHW', 'NHWC'])
+@pytest.mark.parametrize('cell', [1, 2, 4])
+def test_spread_cells_is_the_depthwise_transposed_conv(channels_last, cell):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(
+        memory_format=fmt)
+    weight = torch.randn(6, 1, cell, cell, dtype=torch.float64)
+    bias = torch.randn(6, dtype=torch.float64)
+    for b in (bias, None):
+        expected = F.conv_transpose2d(x, weight, b, stride=cell, groups=6)
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                out = spread_cells(x, weight, b)
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+            assert out.is_contiguous(memory_format=fmt)
+    with pytest.raises(ValueError, match=r'depth-wise square kernel of '
+                       r'shape \(6, 1, s, s\), but got \(6, 2, 2, 2\)'):
+        spread_cells(x, torch.randn(6, 2, 2, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('size', [(32, 32), (29, 38), (70, 90)], ids=str)
+def test_deployed_saa_recovers_without_a_transposed_conv(size):
+    """Deploy form of SAA: the recovery (norm folded) is a broadcast
+    product, at the layer's own ratio and above its delegate bound."""
+    saa = SparselyAggregatedAttention(
+        16, 2, sample_ratio=4, max_delegates=64).eval()
+    _randomize_bn(saa)
+    with torch.no_grad():
+        saa.recovery.conv.weight.normal_()
+    x = torch.randn(2, 16, *size, dtype=torch.float64)
+    saa.double()
+    with torch.no_grad():
+        expected = saa(x)
+        # probed below the bound, where the recovery conv runs as a module
+        switch_to_deploy(nn.Sequential(saa), probe_size=(16, 16))
+        assert isinstance(saa.recovery.norm, nn.Identity)
+        with _Ops() as ops:
+            out = saa(x)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    assert saa.spread_recovery
+    assert not any(transposed for _, transposed in ops.convs), ops.convs
+
+
+@pytest.mark.parametrize('batch,size,way', [(1, (8, 8), 'merged'),
+                                            (2, (40, 37), 'branched'),
+                                            (1, (45, 46), 'branched')])
+def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way):
+    """Deploy form of CIFFN: below BRANCH_MIN_PIXELS one merged 9x9 conv,
+    from it up one branch per group with its own 3/5/7/9 kernel; exact
+    either way (float64)."""
+    ffn = CIFFN(16, 3).double().eval()
+    _randomize_bn(ffn)
+    x = torch.randn(batch, 16, *size, dtype=torch.float64)
+    with torch.no_grad():
+        expected = ffn(x)
+        switch_to_deploy(nn.Sequential(ffn), probe_size=size)
+        with _Ops() as ops:
+            out = ffn(x)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    kernels = sorted(k[0] for k, _ in ops.convs if k != (1, 1))
+    assert kernels == ([9] if way == 'merged' else [3, 5, 7, 9]), ops.convs
+    assert batch * size[0] * size[1] >= CIFFN.BRANCH_MIN_PIXELS \
+        or way == 'merged'
+
+
+@pytest.mark.parametrize('module', ['ciffn', 'dwsconv'])
+def test_deploy_activation_in_place_only_without_autograd(module):
+    """The deploy forms run GELU in place on a fresh convolution output
+    under no_grad, out of place (so gradients flow) with autograd on."""
+    layer = CIFFN(16, 3) if module == 'ciffn' else DWSConv(16)
+    layer.eval()
+    _randomize_bn(layer)
+    x = torch.randn(2, 16, 9, 9)
+    with torch.no_grad():
+        expected = layer(x)
+    switch_to_deploy(nn.Sequential(layer), probe_size=(9, 9))
+    with torch.no_grad(), _Ops() as ops:
+        out = layer(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert 'gelu_' in ops.names and 'gelu' not in ops.names, ops.names
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

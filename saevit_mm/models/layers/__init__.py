@@ -1,4 +1,5 @@
 """Building blocks of SAEViT, one concept per module."""
+from .act_in_place import act_in_place
 from .attention import Attention2d, coarse_tokens
 from .block import ATTN_TYPES, FFN_TYPES, SAEViTBlock
 from .ciffn import CIFFN
@@ -6,13 +7,15 @@ from .conv_norm import ConvNorm
 from .dwsconv import DWSConv
 from .ffn import ConvFFN
 from .mhsa import MHSA2d
-from .saa import SparselyAggregatedAttention
+from .saa import SparselyAggregatedAttention, spread_cells
 from .stage import SAEViTStage
 from .stem import ConvStem, Downsample
 
 __all__ = [
-    'ATTN_TYPES', 'FFN_TYPES', 'Attention2d', 'coarse_tokens', 'CIFFN',
+    'act_in_place', 'ATTN_TYPES', 'FFN_TYPES', 'Attention2d', 'coarse_tokens',
+    'CIFFN',
     'ConvFFN', 'ConvNorm',
     'ConvStem', 'Downsample', 'DWSConv', 'MHSA2d',
-    'SAEViTBlock', 'SAEViTStage', 'SparselyAggregatedAttention'
+    'SAEViTBlock', 'SAEViTStage', 'SparselyAggregatedAttention',
+    'spread_cells'
 ]

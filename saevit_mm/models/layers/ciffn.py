@@ -18,13 +18,29 @@ which produces the shuffled order directly (channel ``i * g + j`` is channel
 ``i`` of group ``j``) in one copy instead of a concatenation plus a
 reshape-transpose-reshape.
 
-Deploy form (:meth:`CIFFN.switch_to_deploy`, once the norms of the expansion
-and of the group convolutions are folded): the expansion's output channels
-are permuted into the shuffled order and the ``g`` depth-wise convolutions
-become one, each channel keeping its own kernel zero-padded to the largest
-size. ``project(act(dwconv(expand(x))))``: no split, no stack, no copy, the
-same outputs (a zero-padded kernel with a wider padding computes the same
-sums).
+Deploy form (:meth:`CIFFN.switch_to_deploy`, once the norms of the
+convolutions are folded) has two ways to run, the same
+function; which one is faster depends on the map (measured on a 2-core CPU,
+``--quick`` benchmark shapes):
+
+* merged, for small maps: the expansion's output channels are permuted into
+  the shuffled order and the ``g`` depth-wise convolutions become one, each
+  channel keeping its own kernel zero-padded to the largest size.
+  ``project(act(dwconv(expand(x))))``: four operators, no split, no stack,
+  no copy (a zero-padded kernel with a wider padding computes the same
+  sums). Fewest operators: fastest where per-operator overhead dominates
+  (batch 1 at 224 after the first stage).
+* branched, for large maps (at least :attr:`CIFFN.BRANCH_MIN_PIXELS`
+  pixels, batch x height x width): one small FFN per group,
+  ``sum_j project_j(act(dwconv_j(expand_j(x))))``, where ``expand_j`` holds
+  the expansion rows of group ``j`` and ``project_j`` the projection
+  columns that the shuffle sends group ``j`` to. Each depth-wise conv runs
+  its own kernel (41 taps per channel on average for 3/5/7/9 instead of the
+  merged 81), and every intermediate map is ``1/g`` of the hidden width,
+  which stays in cache (and below glibc's mmap threshold) at batch 32.
+
+Without autograd the activation runs in place on the convolution's output
+(:func:`~.act_in_place.act_in_place`).
 """
 from typing import Dict, Optional, Sequence
 
@@ -32,6 +48,7 @@ import torch
 from mmcv.cnn import build_activation_layer
 from torch import Tensor, nn
 
+from .act_in_place import act_in_place
 from .conv_norm import ConvNorm
 
 __all__ = ['CIFFN']
@@ -61,6 +78,13 @@ class CIFFN(nn.Module):
         torch.Size([2, 32, 7, 9])
     """
 
+    #: Deploy form: the branched way runs from this many pixels (batch x
+    #: height x width) up; below, the merged one (see the module docstring).
+    #: The crossover measured on a 2-core CPU lies between 784 (batch 1,
+    #: second stage at 224: merged faster) and 2500 (batch 1, third stage at
+    #: 800: branched faster).
+    BRANCH_MIN_PIXELS = 2048
+
     def __init__(self,
                  embed_dims: int,
                  ffn_ratio: float = 3,
@@ -89,15 +113,19 @@ class CIFFN(nn.Module):
             for k in kernel_sizes)
         self.act = build_activation_layer(act_cfg)
         self.project = ConvNorm(hidden, embed_dims, 1, norm_cfg=norm_cfg)
-        #: the merged depth-wise convolution of the deploy form, else None
+        #: deploy form: the merged depth-wise convolution, else None
         self.dwconv: Optional[nn.Conv2d] = None
+        #: deploy form: the per-group expansions and projections, else None
+        self.expand_parts: Optional[nn.ModuleList] = None
+        self.project_parts: Optional[nn.ModuleList] = None
 
     @torch.no_grad()
     def switch_to_deploy(self) -> bool:
-        """Merge the group convolutions into one (see the module docstring).
+        """Build the merged and the branched way of the deploy form (see the
+        module docstring).
 
-        Needs the norms of ``expand`` and of every group convolution folded
-        into their convolutions (``nn.Identity``, as
+        Needs the norms of ``expand``, of every group convolution and of
+        ``project`` folded into their convolutions (``nn.Identity``, as
         :func:`saevit_mm.deploy.switch_to_deploy` leaves them); otherwise
         nothing changes.
 
@@ -106,15 +134,35 @@ class CIFFN(nn.Module):
         """
         if self.dwconv is not None:
             return True
-        folded = [self.expand.norm] + [conv.norm for conv in self.dwconvs]
+        folded = [self.expand.norm, self.project.norm
+                  ] + [conv.norm for conv in self.dwconvs]
         if not all(isinstance(norm, nn.Identity) for norm in folded):
             return False
         groups, width = self.groups, self.dwconvs[0].conv.in_channels
         hidden = groups * width
-        # shuffled channel i * g + j is channel i of group j, which the
-        # expansion writes at j * width + i
+        expand, project = self.expand.conv, self.project.conv
+        # branched: group j is expansion rows j * width ..., and shuffled
+        # channel i * g + j (channel i of group j) meets projection column
+        # i * g + j, i.e. columns j::g
+        self.expand_parts = nn.ModuleList()
+        self.project_parts = nn.ModuleList()
+        for j in range(groups):
+            rows = slice(j * width, (j + 1) * width)
+            part = nn.Conv2d(expand.in_channels, width, 1).to(expand.weight)
+            part.weight.copy_(expand.weight[rows])
+            part.bias.copy_(expand.bias[rows])
+            self.expand_parts.append(part)
+            part = nn.Conv2d(width, project.out_channels, 1,
+                             bias=j == 0).to(project.weight)
+            part.weight.copy_(project.weight[:, j::groups])
+            if j == 0 and project.bias is not None:
+                part.bias.copy_(project.bias)
+            elif j == 0:
+                part.bias.zero_()
+            self.project_parts.append(part)
+        # merged: shuffled channel i * g + j is channel i of group j, which
+        # the expansion writes at j * width + i
         order = torch.arange(hidden).view(groups, width).t().reshape(-1)
-        expand = self.expand.conv
         expand.weight.copy_(expand.weight[order])
         expand.bias.copy_(expand.bias[order])
         size = max(conv.conv.kernel_size[0] for conv in self.dwconvs)
@@ -129,13 +177,25 @@ class CIFFN(nn.Module):
                 part.conv.weight
             merged.bias[j::groups] = part.conv.bias
         self.dwconv = merged
-        del self.dwconvs
         return True
+
+    def _forward_branched(self, x: Tensor) -> Tensor:
+        """Deploy form, branched way: one small FFN per group, summed."""
+        out = None
+        for expand, dwconv, project in zip(self.expand_parts, self.dwconvs,
+                                           self.project_parts):
+            y = project(act_in_place(self.act, dwconv(expand(x))))
+            out = y if out is None else out.add_(y)
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the FFN to ``x`` (``B, C, H, W``); no residual added."""
         if self.dwconv is not None:
-            return self.project(self.act(self.dwconv(self.expand(x))))
+            B, _, H, W = x.shape
+            if B * H * W >= self.BRANCH_MIN_PIXELS:
+                return self._forward_branched(x)
+            return self.project(
+                act_in_place(self.act, self.dwconv(self.expand(x))))
         parts = self.expand(x).chunk(self.groups, dim=1)
         # decomposition, then redistribution (channel shuffle) in one copy
         x = torch.stack(
