@@ -73,7 +73,7 @@ class BenchmarkSettings:
     attention_iters: int = 3
     attention_time_budget: float = 60.0
     deploy: Tuple[str, ...] = ('fuse', 'onnx', 'compile')
-    deploy_models: Tuple[str, ...] = ('SAEViT-t', )
+    deploy_models: Tuple[str, ...] = ('SAEViT-t', 'SAEViT-s')
     threads: Optional[int] = None
     channels_last: bool = False
     fuse_all: bool = False
