@@ -69,9 +69,11 @@ def test_op_profile_cli_runs(capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location('op_profile', path)
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
+    monkeypatch.setenv('COLUMNS', '200')  # rich: no wrapped headers
     cli.main(['--models', 'SAEViT-t', '--batch-size', '1', '--img-size',
-              '64', '--rounds', '1', '--threads', '1', '--deploy'])
+              '64', '--rounds', '1', '--threads', '1'])
     out = capsys.readouterr().out
-    assert 'deploy form' in out and 'stages.3' in out and 'total' in out
+    assert 'SAEViT-t [deployed]' in out and 'eager and deploy' in out
+    assert 'stages.3' in out and 'total' in out
     with pytest.raises(KeyError, match=r"unknown model\(s\) \['nope'\]"):
         cli.main(['--models', 'nope'])

@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--preset',
         choices=list(PRESETS),
         default='default',
-        help='measurement plan; "default" takes <= 10 min on 2 CPU cores')
+        help='measurement plan; "default" takes ~23 min on 2 CPU cores')
     preset.add_argument(
         '--quick',
         dest='preset',

@@ -3,15 +3,15 @@
 Per operator category (``torch.profiler``, the models interleaved in one
 process) and, for SAEViT, per stage with its multiply-adds per second. The
 classifiers are the ones ``benchmark.py`` times (backbone + global average
-pooling + Linear(1000), eval mode, float32).
+pooling + Linear(1000), eval mode, float32), each in eager form and/or in
+deploy form (:func:`saevit_mm.deploy.switch_to_deploy`).
 
 Examples::
 
-    # why SAEViT-s uses the CPU worse than SAEViT-t (eager, batch 32)
-    python tools/analysis_tools/op_profile.py --models SAEViT-t SAEViT-s
-    # the same in deploy form
-    python tools/analysis_tools/op_profile.py --models SAEViT-t SAEViT-s \
-        --deploy
+    # SAEViT-t and SAEViT-s, eager and deployed, batch 32 at 224
+    python tools/analysis_tools/op_profile.py
+    python tools/analysis_tools/op_profile.py --models SAEViT-t ResNet-18 \
+        --forms eager --batch-size 1 --img-size 800 1333
 """
 import argparse
 
@@ -19,6 +19,7 @@ import torch
 from benchmark_utils.op_profile import profile_categories, stage_profile
 from benchmark_utils.peers import build_classifier, default_specs
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from saevit_mm.deploy import switch_to_deploy
@@ -39,9 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument(
-        '--deploy',
-        action='store_true',
-        help='profile the deploy form (saevit_mm.deploy.switch_to_deploy)')
+        '--forms',
+        nargs='+',
+        choices=('eager', 'deploy'),
+        default=['eager', 'deploy'],
+        help='eager model and/or its deploy form')
     return parser.parse_args(argv)
 
 
@@ -51,24 +54,27 @@ def main(argv=None) -> None:
     height, width = (args.img_size * 2)[:2]
     specs = default_specs(args.models)  # KeyError lists the known names
     models = {}
-    for spec in specs:
-        model = build_classifier(spec).eval()
-        if args.deploy:
-            switch_to_deploy(model)
-        models[spec.name] = model
+    for form in args.forms:
+        for spec in specs:
+            model = build_classifier(spec).eval()
+            if form == 'deploy':
+                switch_to_deploy(model)
+            suffix = ' [deployed]' if len(args.forms) > 1 and \
+                form == 'deploy' else ''
+            models[spec.name + suffix] = model
     x = torch.randn(args.batch_size, 3, height, width)
     times = profile_categories(models, x, rounds=args.rounds)
     names = list(models)
     first = names[0]
     console = Console()
-    form = 'deploy form' if args.deploy else 'eager'
     table = Table(title=f'ms per forward, batch {args.batch_size} at '
-                  f'{height}x{width}, {args.threads} threads, {form}')
+                  f'{height}x{width}, {args.threads} threads, '
+                  f'{" and ".join(args.forms)}')
     table.add_column('category')
     for name in names:
-        table.add_column(name, justify='right')
+        table.add_column(escape(name), justify='right')
         if name != first:
-            table.add_column(f'/ {first}', justify='right')
+            table.add_column(escape(f'/ {first}'), justify='right')
     categories = sorted({c for t in times.values() for c in t},
                         key=lambda c: -sum(t.get(c, 0.) for t in times.values()))
     for category in categories + ['total']:
@@ -87,7 +93,7 @@ def main(argv=None) -> None:
         stages = stage_profile(model, x)
         if stages is None:
             continue
-        table = Table(title=f'{name}: stages ({form}, hooks, median of 3)')
+        table = Table(title=escape(f'{name}: stages (hooks, median of 3)'))
         for column in ('stage', 'ms', 'share', 'G multiply-adds', 'G/s'):
             table.add_column(column, justify='right')
         total = sum(s['ms'] for s in stages.values())
