@@ -10,7 +10,7 @@ from mmengine.config import Config
 from saevit_mm.engine.cli import load_config, train_parser
 from saevit_mm.models import SAEViT
 
-# configs/ablation holds the sweep's arms, peers included: tests/test_ablation.py
+# configs/ablation holds the sweep's arms, peers included: test_ablation.py
 ALL_CONFIGS = sorted(p for p in CONFIGS.glob('*/*.py')
                      if p.parent.name != 'ablation')
 HOSTS = dict(mmpretrain='cls', mmdet='det', mmseg='seg')

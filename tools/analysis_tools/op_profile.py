@@ -75,8 +75,9 @@ def main(argv=None) -> None:
         table.add_column(escape(name), justify='right')
         if name != first:
             table.add_column(escape(f'/ {first}'), justify='right')
-    categories = sorted({c for t in times.values() for c in t},
-                        key=lambda c: -sum(t.get(c, 0.) for t in times.values()))
+    categories = sorted(
+        {c for t in times.values() for c in t},
+        key=lambda c: -sum(t.get(c, 0.) for t in times.values()))
     for category in categories + ['total']:
         row = [category]
         for name in names:

@@ -13,9 +13,7 @@ from .stem import ConvStem, Downsample
 
 __all__ = [
     'act_in_place', 'ATTN_TYPES', 'FFN_TYPES', 'Attention2d', 'coarse_tokens',
-    'CIFFN',
-    'ConvFFN', 'ConvNorm',
-    'ConvStem', 'Downsample', 'DWSConv', 'MHSA2d',
-    'SAEViTBlock', 'SAEViTStage', 'SparselyAggregatedAttention',
+    'CIFFN', 'ConvFFN', 'ConvNorm', 'ConvStem', 'Downsample', 'DWSConv',
+    'MHSA2d', 'SAEViTBlock', 'SAEViTStage', 'SparselyAggregatedAttention',
     'spread_cells'
 ]

@@ -61,8 +61,8 @@ class DWSConv(nn.Module):
             norm_cfg=norm_cfg)
         self.act = build_activation_layer(act_cfg)
         self.pw = ConvNorm(channels, channels, 1, norm_cfg=norm_cfg)
-        #: deploy form: the activation in place
-        self.act_in_place = False
+        #: deploy form (the activation in place)
+        self.deployed = False
 
     def switch_to_deploy(self) -> bool:
         """Run the activation in place (see the module docstring).
@@ -70,11 +70,11 @@ class DWSConv(nn.Module):
         Returns:
             True: the module is in the deploy form.
         """
-        self.act_in_place = True
+        self.deployed = True
         return True
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the block to an NCHW map (no residual added)."""
         x = self.dw(x)
         return self.pw(
-            act_in_place(self.act, x) if self.act_in_place else self.act(x))
+            act_in_place(self.act, x) if self.deployed else self.act(x))

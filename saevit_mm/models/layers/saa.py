@@ -92,8 +92,9 @@ def spread_cells(x: Tensor,
     B, C, h, w = x.shape
     s = weight.shape[-1]
     if weight.shape != (C, 1, s, s):
-        raise ValueError('spread_cells needs a depth-wise square kernel of '
-                         f'shape ({C}, 1, s, s), but got {tuple(weight.shape)}.')
+        raise ValueError(
+            'spread_cells needs a depth-wise square kernel of shape '
+            f'({C}, 1, s, s), but got {tuple(weight.shape)}.')
     channels_last = x.is_contiguous(
         memory_format=torch.channels_last) and not x.is_contiguous()
     if channels_last:  # (B, h, s, w, s, C)
