@@ -51,7 +51,10 @@ def test_profile_categories_split_the_forward(tiny_arch):
 def test_stage_profile_counts_every_stage(tiny_arch):
     model = _tiny_classifier(tiny_arch)
     x = torch.randn(2, 3, 64, 64)
-    stages = stage_profile(model, x, rounds=1)
+    result = stage_profile({'a': model, 'conv': nn.Conv2d(3, 4, 1)}, x,
+                           rounds=1)
+    assert list(result) == ['a']  # a model without stages is left out
+    stages = result['a']
     assert list(stages) == ['stem', 'stages.0', 'stages.1', 'stages.2',
                             'stages.3']
     assert all(s['ms'] > 0 and s['macs'] > 0 for s in stages.values())
@@ -60,7 +63,7 @@ def test_stage_profile_counts_every_stage(tiny_arch):
     # the stem and stages hold all multiply-adds but those of the output
     # norm and the classifier head
     assert 0.95 * total <= sum(s['macs'] for s in stages.values()) < total
-    assert stage_profile(nn.Conv2d(3, 4, 1), x, prefix='') is None
+    assert not model.backbone.stages[0]._forward_hooks, 'hooks removed'
 
 
 def test_op_profile_cli_runs(capsys, monkeypatch):

@@ -90,10 +90,7 @@ def main(argv=None) -> None:
                 row.append(f'{ms / ref:.2f}' if ref else '-')
         table.add_row(*row)
     console.print(table)
-    for name, model in models.items():
-        stages = stage_profile(model, x)
-        if stages is None:
-            continue
+    for name, stages in stage_profile(models, x).items():
         table = Table(title=escape(f'{name}: stages (hooks, median of 3)'))
         for column in ('stage', 'ms', 'share', 'G multiply-adds', 'G/s'):
             table.add_column(column, justify='right')

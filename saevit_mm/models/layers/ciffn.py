@@ -152,13 +152,12 @@ class CIFFN(nn.Module):
             part.weight.copy_(expand.weight[rows])
             part.bias.copy_(expand.bias[rows])
             self.expand_parts.append(part)
+            bias = project.bias is not None and j == 0  # added once
             part = nn.Conv2d(width, project.out_channels, 1,
-                             bias=j == 0).to(project.weight)
+                             bias=bias).to(project.weight)
             part.weight.copy_(project.weight[:, j::groups])
-            if j == 0 and project.bias is not None:
+            if bias:
                 part.bias.copy_(project.bias)
-            elif j == 0:
-                part.bias.zero_()
             self.project_parts.append(part)
         # merged: shuffled channel i * g + j is channel i of group j, which
         # the expansion writes at j * width + i

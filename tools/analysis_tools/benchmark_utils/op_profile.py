@@ -4,14 +4,15 @@
 passes of several models and sums each operator's own time into a category
 (1x1 / depth-wise / other convolutions by kernel, BatchNorm, GELU,
 attention, copies, additions, pooling, other). :func:`stage_profile` times
-an SAEViT backbone's stem and stages with forward hooks and counts their
-multiply-adds, so that the rate of each stage (multiply-adds per second)
-shows which part of a model uses the CPU well.
+the stem and stages of SAEViT backbones with forward hooks, the models
+interleaved too, and counts their multiply-adds, so that the rate of each
+stage (multiply-adds per second) shows which part of a model uses the CPU
+well.
 """
 import statistics
 import time
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -90,51 +91,67 @@ def _stage_modules(backbone: nn.Module) -> List[str]:
     return names
 
 
-def stage_profile(model: nn.Module,
+def stage_profile(models: Dict[str, nn.Module],
                   x: torch.Tensor,
                   rounds: int = 3,
-                  prefix: str = 'backbone.') -> Optional[Dict[str, Dict]]:
+                  prefix: str = 'backbone.') -> Dict[str, Dict[str, Dict]]:
     """Median milliseconds and multiply-adds of the stem and of each stage
-    of ``model``'s backbone (a module with ``stem`` and ``stages``, as
-    SAEViT), or None for another model.
+    of every model whose ``prefix`` submodule (``''``: the model itself)
+    has ``stem`` and ``stages`` (as SAEViT); other models are left out.
+    The models run in turn, ``rounds`` times (after one warm-up pass each),
+    like :func:`profile_categories`.
 
     Returns:
-        ``{stage: {'ms': ..., 'macs': ...}}`` in forward order.
+        ``{model name: {stage: {'ms': ..., 'macs': ...}}}``, stages in
+        forward order.
     """
     from saevit_mm.models.utils import build_flop_analyzer
-    backbone = model.get_submodule(prefix.rstrip('.')) if prefix else model
-    names = _stage_modules(backbone)
-    if not names:
-        return None
+    staged = {}
+    for name, model in models.items():
+        try:
+            backbone = model.get_submodule(prefix.rstrip('.'))
+        except AttributeError:  # no backbone there: not a staged model
+            continue
+        stages = _stage_modules(backbone)
+        if stages:
+            staged[name] = (model, backbone, stages)
     starts: Dict[str, float] = {}
-    times: Dict[str, List[float]] = {name: [] for name in names}
+    times: Dict[str, List[float]] = defaultdict(list)
     hooks = []
-    for name in names:
-        module = backbone.get_submodule(name)
-        hooks.append(
-            module.register_forward_pre_hook(
-                lambda *_, n=name: starts.__setitem__(n, time.perf_counter())))
-        hooks.append(
-            module.register_forward_hook(lambda *_, n=name: times[n].append(
-                time.perf_counter() - starts[n])))
+    for name, (_, backbone, stages) in staged.items():
+        for stage in stages:
+            key = f'{name}/{stage}'
+            module = backbone.get_submodule(stage)
+            hooks.append(
+                module.register_forward_pre_hook(
+                    lambda *_, k=key: starts.__setitem__(
+                        k, time.perf_counter())))
+            hooks.append(
+                module.register_forward_hook(lambda *_, k=key: times[k].
+                                             append(time.perf_counter() -
+                                                    starts[k])))
     try:
         with torch.inference_mode():
-            model(x)
-            for values in times.values():
-                values.clear()
-            for _ in range(rounds):
+            for model, _, _ in staged.values():
                 model(x)
+            times.clear()
+            for _ in range(rounds):
+                for model, _, _ in staged.values():
+                    model(x)
     finally:
         for hook in hooks:
             hook.remove()
-    analyzer = build_flop_analyzer(model, (x, ))
-    analyzer.unsupported_ops_warnings(False)
-    analyzer.uncalled_modules_warnings(False)
-    with torch.no_grad():
-        macs = analyzer.by_module()
-    return {
-        name: dict(
-            ms=statistics.median(times[name]) * 1e3,
-            macs=float(macs[prefix + name]))
-        for name in names
-    }
+    result = {}
+    for name, (model, _, stages) in staged.items():
+        analyzer = build_flop_analyzer(model, (x, ))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        with torch.no_grad():
+            macs = analyzer.by_module()
+        result[name] = {
+            stage: dict(
+                ms=statistics.median(times[f'{name}/{stage}']) * 1e3,
+                macs=float(macs[prefix + stage]))
+            for stage in stages
+        }
+    return result
