@@ -138,7 +138,10 @@ class SAEViT(BaseModule):
             Defaults to ``'t'``.
         in_channels: Channels of the input image. Defaults to 3.
         out_indices: Stages whose output is returned; negative indices count
-            from the last stage. Defaults to ``-1`` (the last stage).
+            from the last stage. Stages after the last of them do not run
+            and are frozen (their weights stay in the model and its
+            checkpoints; DDP needs no ``find_unused_parameters``). Defaults
+            to ``-1`` (the last stage).
         frozen_stages: ``-1`` freezes nothing, ``0`` the stem, ``k`` the
             stem, stages ``0..k-1`` and their ``norm{i}``. Frozen modules get
             ``requires_grad=False`` and stay in eval mode across ``train()``.
@@ -332,7 +335,7 @@ class SAEViT(BaseModule):
     def _check_batch_statistics(self, x: Tensor) -> None:
         """Refuse a batch that leaves a training-mode BatchNorm of the last
         stage one value per channel (torch would fail inside that stage)."""
-        last = self.num_stages - 1
+        last = self.num_used_stages - 1
         stride = self.stage_stride(last)
         height, width = x.shape[-2:]
         if x.shape[0] * -(-height // stride) * -(-width // stride) > 1:
@@ -373,16 +376,24 @@ class SAEViT(BaseModule):
             x = x.contiguous(memory_format=self.input_memory_format)
         x = self.stem(x)
         outs = []
-        for i, stage in enumerate(self.stages):
-            x = getattr(self, f'norm{i}')(stage(x))
+        for i in range(self.num_used_stages):
+            x = getattr(self, f'norm{i}')(self.stages[i](x))
             if i in self.out_indices:
                 outs.append(x.contiguous())
         return tuple(outs)
 
+    @property
+    def num_used_stages(self) -> int:
+        """Stages the forward runs: up to the last one in ``out_indices``."""
+        return max(self.out_indices) + 1
+
     def _frozen_modules(self):
         if self.frozen_stages >= 0:
             yield self.stem
-        for i in range(self.frozen_stages):
+        # stages after the last output never run: frozen, so that DDP does
+        # not wait for gradients they cannot get
+        for i in [*range(self.frozen_stages),
+                  *range(self.num_used_stages, self.num_stages)]:
             yield self.stages[i]
             yield getattr(self, f'norm{i}')
 
