@@ -148,8 +148,8 @@ def test_deploy_folds_every_norm_but_the_stage_outputs(shape):
         assert deployed.stem.conv1.conv.weight.is_contiguous(
             memory_format=torch.channels_last)
         assert len(ffns) == 10 and all(
-            isinstance(f.dwconv, nn.Conv2d) and len(f.expand_parts) == 4
-            for f in ffns), 'every CIFFN has both ways of its deploy form'
+            f.merged is not None
+            for f in ffns), 'every CIFFN has its merged deploy form'
         with torch.no_grad():
             pairs = zip(eager(x.to(dtype)), deployed(x.to(dtype)), strict=True)
             for a, b in pairs:
@@ -173,12 +173,12 @@ def test_onnx_export_matches_onnxruntime(tmp_path, hw):
         assert diffs[name] <= 1e-4 * max(1.0, diffs['max_abs_ref']), diffs
 
 
-@pytest.mark.parametrize('branch_min_pixels', [CIFFN.BRANCH_MIN_PIXELS, 0],
-                         ids=['default', 'all-branched'])
+@pytest.mark.parametrize('merge_max_pixels', [CIFFN.MERGE_MAX_PIXELS, 0],
+                         ids=['default', 'all-per-group'])
 def test_onnx_export_of_fused_model(tmp_path, monkeypatch,
-                                    branch_min_pixels):
+                                    merge_max_pixels):
     pytest.importorskip('onnxruntime')
-    monkeypatch.setattr(CIFFN, 'BRANCH_MIN_PIXELS', branch_min_pixels)
+    monkeypatch.setattr(CIFFN, 'MERGE_MAX_PIXELS', merge_max_pixels)
     model = _saevit('t')
     switch_to_deploy(model)
     path = tmp_path / 'fused.onnx'
@@ -237,20 +237,19 @@ def test_spread_cells_is_the_depthwise_transposed_conv(channels_last, cell):
 
 @pytest.mark.parametrize('size', [(32, 32), (29, 38), (70, 90)], ids=str)
 def test_deployed_saa_recovers_without_a_transposed_conv(size):
-    """Deploy form of SAA: the recovery (norm folded) is a broadcast
-    product, at the layer's own ratio and above its delegate bound."""
+    """Deploy form of SAA: the recovery is a broadcast product, at the
+    layer's own ratio and above its delegate bound."""
     saa = SparselyAggregatedAttention(
         16, 2, sample_ratio=4, max_delegates=64).eval()
     _randomize_bn(saa)
     with torch.no_grad():
-        saa.recovery.conv.weight.normal_()
+        saa.recovery.weight.normal_()
     x = torch.randn(2, 16, *size, dtype=torch.float64)
     saa.double()
     with torch.no_grad():
         expected = saa(x)
         # probed below the bound, where the recovery conv runs as a module
         switch_to_deploy(nn.Sequential(saa), probe_size=(16, 16))
-        assert isinstance(saa.recovery.norm, nn.Identity)
         with _Ops() as ops:
             out = saa(x)
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
@@ -259,12 +258,12 @@ def test_deployed_saa_recovers_without_a_transposed_conv(size):
 
 
 @pytest.mark.parametrize('batch,size,way', [(1, (8, 8), 'merged'),
-                                            (2, (40, 37), 'branched'),
-                                            (1, (45, 46), 'branched')])
+                                            (2, (40, 37), 'per-group'),
+                                            (1, (45, 46), 'per-group')])
 def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way):
-    """Deploy form of CIFFN: below BRANCH_MIN_PIXELS one merged 9x9 conv,
-    from it up one branch per group with its own 3/5/7/9 kernel; exact
-    either way (float64)."""
+    """Deploy form of CIFFN: below MERGE_MAX_PIXELS one merged 9x9 conv,
+    from it up one conv per group with its own 3/5/7/9 kernel; exact either
+    way (float64)."""
     ffn = CIFFN(16, 3).double().eval()
     _randomize_bn(ffn)
     x = torch.randn(batch, 16, *size, dtype=torch.float64)
@@ -276,8 +275,8 @@ def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way):
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
     kernels = sorted(k[0] for k, _ in ops.convs if k != (1, 1))
     assert kernels == ([9] if way == 'merged' else [3, 5, 7, 9]), ops.convs
-    assert batch * size[0] * size[1] >= CIFFN.BRANCH_MIN_PIXELS \
-        or way == 'merged'
+    assert (batch * size[0] * size[1] < CIFFN.MERGE_MAX_PIXELS) == \
+        (way == 'merged')
 
 
 @pytest.mark.parametrize('module', ['ciffn', 'dwsconv'])

@@ -154,8 +154,9 @@ class SAEViT(BaseModule):
             linearly from 0 over all blocks. Defaults to 0.
         attn_type: ``'saa'`` (Sparsely Aggregated Attention) or ``'mhsa'``
             (full attention, an ablation). Defaults to ``'saa'``.
-        ffn_type: ``'ciffn'`` (Channel-Interactive FFN) or ``'ffn'`` (plain
-            conv FFN, an ablation). Defaults to ``'ciffn'``.
+        ffn_type: ``'ciffn'`` (Channel-Interactive FFN), or the ablations
+            ``'ciffn_no_shuffle'`` (CIFFN without its redistribution) and
+            ``'ffn'`` (plain conv FFN). Defaults to ``'ciffn'``.
         use_dwsconv: Add the DWSConv branch to every block. Defaults to True.
         max_delegates: Bound on the delegate tokens of every SAA layer,
             per stage: ``'arch'`` (the arch's ``max_delegates``), ``None``
@@ -164,9 +165,13 @@ class SAEViT(BaseModule):
             samples coarser cells, so its attention cost stops growing with
             the input; at or below it nothing changes (no new weights, the
             same checkpoints). Defaults to ``'arch'``.
-        norm_cfg: Config of every norm layer; must be a channels-first norm
-            registered in mmengine's root registry (``BN``, ``SyncBN``,
-            ``GN``). Defaults to ``dict(type='BN')``.
+        norm_cfg: Config of every norm layer but SAA's recovery norm; a
+            channels-first norm of mmcv's ``build_norm_layer`` (``BN``,
+            ``SyncBN``, ``MMSyncBN``, ``GN``). Defaults to
+            ``dict(type='BN')``.
+        recovery_norm_cfg: Norm of SAA's recovered map: ``dict(type='LN2d')``
+            (per pixel over the channels), another channels-first norm, or
+            None. Defaults to ``dict(type='LN2d')``.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
         init_cfg: mmengine init config; with ``type='Pretrained'`` only the
             checkpoint is loaded (after a check that it fits, see
@@ -194,16 +199,16 @@ class SAEViT(BaseModule):
                 'num_heads': (1, 2, 4, 8),
                 'sample_ratios': (4, 2, 2, 1),
                 'max_delegates': _MAX_DELEGATES,
-                'ffn_ratio': 3,
+                'ffn_ratio': 4,
             }),
         **dict.fromkeys(
             ['s', 'small'], {
                 'embed_dims': (56, 112, 224, 448),
-                'depths': (1, 2, 6, 2),
+                'depths': (1, 2, 7, 2),
                 'num_heads': (1, 2, 4, 8),
                 'sample_ratios': (4, 2, 2, 1),
                 'max_delegates': _MAX_DELEGATES,
-                'ffn_ratio': 3,
+                'ffn_ratio': 4,
             }),
     }
 
@@ -227,6 +232,7 @@ class SAEViT(BaseModule):
                  max_delegates: Union[None, int, Sequence[Optional[int]],
                                       str] = 'arch',
                  norm_cfg: Dict = dict(type='BN'),
+                 recovery_norm_cfg: Optional[Dict] = dict(type='LN2d'),
                  act_cfg: Dict = dict(type='GELU'),
                  init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None
                  ) -> None:
@@ -285,6 +291,7 @@ class SAEViT(BaseModule):
                     drop_paths=rates[start:start + depth],
                     with_cp=with_cp,
                     norm_cfg=norm_cfg,
+                    recovery_norm_cfg=recovery_norm_cfg,
                     ffn_ratio=self.arch_settings['ffn_ratio'],
                     ffn_kernel_sizes=self.arch_settings['ffn_kernel_sizes'],
                     attn_type=attn_type,

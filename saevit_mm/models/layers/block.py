@@ -28,7 +28,7 @@ __all__ = ['ATTN_TYPES', 'FFN_TYPES', 'SAEViTBlock']
 #: Allowed values of ``attn_type``.
 ATTN_TYPES = ('saa', 'mhsa')
 #: Allowed values of ``ffn_type``.
-FFN_TYPES = ('ciffn', 'ffn')
+FFN_TYPES = ('ciffn', 'ciffn_no_shuffle', 'ffn')
 
 
 def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -57,12 +57,17 @@ class SAEViTBlock(nn.Module):
         ffn_kernel_sizes: CIFFN depth-wise kernel per group. Defaults to
             ``(3, 5, 7, 9)``.
         attn_type: ``'saa'`` or ``'mhsa'``. Defaults to ``'saa'``.
-        ffn_type: ``'ciffn'`` or ``'ffn'``. Defaults to ``'ciffn'``.
+        ffn_type: ``'ciffn'``, ``'ciffn_no_shuffle'`` (CIFFN without its
+            redistribution, an ablation) or ``'ffn'``. Defaults to
+            ``'ciffn'``.
         use_dwsconv: Add the DWSConv branch. Defaults to True.
         drop_path: Stochastic depth rate of the SAA and FFN branches.
             Defaults to 0.
         norm_cfg: Norm layer config (channels-first). Defaults to
             ``dict(type='BN')``.
+        recovery_norm_cfg: Norm of SAA's recovered map (see
+            :class:`~.saa.SparselyAggregatedAttention`). Defaults to
+            ``dict(type='LN2d')``.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
 
     Example:
@@ -84,6 +89,7 @@ class SAEViTBlock(nn.Module):
                  use_dwsconv: bool = True,
                  drop_path: float = 0.,
                  norm_cfg: Dict = dict(type='BN'),
+                 recovery_norm_cfg: Optional[Dict] = dict(type='LN2d'),
                  act_cfg: Dict = dict(type='GELU')) -> None:
         super().__init__()
         check_choice('attn_type', attn_type, ATTN_TYPES)
@@ -98,15 +104,16 @@ class SAEViTBlock(nn.Module):
                 num_heads,
                 sample_ratio=sample_ratio,
                 max_delegates=max_delegates,
-                norm_cfg=norm_cfg)
+                norm_cfg=recovery_norm_cfg)
         else:
             self.attn = MHSA2d(embed_dims, num_heads)
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
-        if ffn_type == 'ciffn':
+        if ffn_type.startswith('ciffn'):
             self.ffn = CIFFN(
                 embed_dims,
                 ffn_ratio,
                 kernel_sizes=ffn_kernel_sizes,
+                redistribute=ffn_type == 'ciffn',
                 norm_cfg=norm_cfg,
                 act_cfg=act_cfg)
         else:

@@ -24,15 +24,23 @@ our design:
 3. Multi-scale attention among the delegates: :class:`~.attention.Attention2d`
    (keys/values at the delegate scale and at a 2x coarser scale).
 4. Recovery: a depth-wise ``ConvTranspose2d`` (kernel ``r``, stride ``r``,
-   starting as a copy of each delegate into its cell), a norm, the crop, and
-   a 1x1 output projection.
+   starting as a copy of each delegate into its cell), the crop back to
+   ``H x W``, a norm and a 1x1 output projection. The norm is per pixel over
+   the channels (``LN2d``, as in EdgeViT) by default: at init attention is
+   near-uniform, so the recovered map is nearly constant over space and a
+   BatchNorm there would divide rounding noise by a tiny deviation
+   (``docs/design.md``, "SAA recovery norm"). The crop comes first, so the
+   repeated edge never enters a statistic.
 
-Deploy form (:meth:`SparselyAggregatedAttention.switch_to_deploy`, once the
-recovery norm is folded into the transposed convolution): the recovery is
-computed as what it is, one product per output pixel, by
+Deploy form (:meth:`SparselyAggregatedAttention.switch_to_deploy`): the
+recovery is computed as what it is, one product per output pixel, by
 :func:`spread_cells` (a broadcast multiply-add into the cell layout, in the
 input's memory format). Same sums; on CPU the transposed convolution takes
 several times longer, most of all on channels-last maps.
+
+Edge padding is written as a concatenation of the repeated last row /
+column, not ``F.pad(mode='replicate')``: torch < 2.3 has no CUDA bfloat16
+kernel for ``replication_pad2d``.
 
 ``r = 1`` has no sampler, recovery conv or norm: below the bound it is
 attention plus projection; above it, ``k`` x ``k`` average pooling samples
@@ -43,14 +51,26 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from .attention import Attention2d
+from .norm import build_norm2d
 
 __all__ = [
-    'SparselyAggregatedAttention', 'delegate_pool_factor', 'spread_cells'
+    'SparselyAggregatedAttention', 'delegate_pool_factor', 'edge_pad',
+    'spread_cells'
 ]
+
+
+def edge_pad(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
+    """Repeat the last row ``pad_h`` times and the last column ``pad_w``
+    times (``F.pad(x, (0, pad_w, 0, pad_h), mode='replicate')`` for any
+    dtype and device)."""
+    if pad_h:
+        x = torch.cat([x, x[..., -1:, :].expand(-1, -1, pad_h, -1)], dim=-2)
+    if pad_w:
+        x = torch.cat([x, x[..., -1:].expand(-1, -1, -1, pad_w)], dim=-1)
+    return x
 
 
 def delegate_pool_factor(height: int, width: int,
@@ -134,8 +154,9 @@ class SparselyAggregatedAttention(nn.Module):
 
     Submodules: ``sampler`` (depth-wise conv, kernel and stride ``r``),
     ``attn`` (:class:`~.attention.Attention2d`), ``recovery`` (depth-wise
-    ``ConvTranspose2d`` then a norm, as a ``Sequential``) and ``proj``
-    (1x1 conv). ``sampler`` and ``recovery`` are ``None`` when ``r = 1``.
+    ``ConvTranspose2d``), ``norm`` (after the crop) and ``proj`` (1x1
+    conv). ``sampler`` and ``recovery`` are ``None`` and ``norm`` is
+    ``nn.Identity`` when ``r = 1``.
 
     Args:
         embed_dims: Channels of the input and output.
@@ -148,8 +169,9 @@ class SparselyAggregatedAttention(nn.Module):
         multi_scale: Attend to 2x coarser keys/values too. Defaults to True.
         qkv_bias: Bias in the q/k/v projection. Defaults to True.
         attn_drop: Dropout on attention weights. Defaults to 0.
-        norm_cfg: Norm after the recovery convolution. Defaults to
-            ``dict(type='BN')``.
+        norm_cfg: Norm of the recovered, cropped map: ``LN2d`` (per pixel
+            over the channels), a norm of mmcv's ``build_norm_layer`` or
+            None (no norm). Defaults to ``dict(type='LN2d')``.
 
     Example:
         >>> import torch
@@ -169,7 +191,7 @@ class SparselyAggregatedAttention(nn.Module):
                  multi_scale: bool = True,
                  qkv_bias: bool = True,
                  attn_drop: float = 0.,
-                 norm_cfg: Dict = dict(type='BN')) -> None:
+                 norm_cfg: Optional[Dict] = dict(type='LN2d')) -> None:
         super().__init__()
         if isinstance(sample_ratio, bool) or not isinstance(
                 sample_ratio, int) or sample_ratio < 1:
@@ -179,7 +201,7 @@ class SparselyAggregatedAttention(nn.Module):
         self.sample_ratio = r = sample_ratio
         self.max_delegates = max_delegates
         self.sampler: Optional[nn.Conv2d] = None
-        self.recovery: Optional[nn.Sequential] = None
+        self.recovery: Optional[nn.ConvTranspose2d] = None
         if r > 1:
             self.sampler = nn.Conv2d(
                 embed_dims,
@@ -195,49 +217,34 @@ class SparselyAggregatedAttention(nn.Module):
             qkv_bias=qkv_bias,
             attn_drop=attn_drop)
         if r > 1:
-            self.recovery = nn.Sequential()
-            self.recovery.add_module(
-                'conv',
-                nn.ConvTranspose2d(
-                    embed_dims,
-                    embed_dims,
-                    r,
-                    stride=r,
-                    groups=embed_dims,
-                    bias=False))
-            self.recovery.add_module(
-                'norm',
-                build_norm_layer(norm_cfg, embed_dims)[1])
+            self.recovery = nn.ConvTranspose2d(
+                embed_dims,
+                embed_dims,
+                r,
+                stride=r,
+                groups=embed_dims,
+                bias=False)
+        self.norm = build_norm2d(norm_cfg if r > 1 else None, embed_dims)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
         #: deploy form: the recovery by :func:`spread_cells`
         self.spread_recovery = False
         self.init_sampling()
 
-    def switch_to_deploy(self) -> bool:
+    def switch_to_deploy(self) -> None:
         """Compute the recovery by :func:`spread_cells` (see the module
-        docstring). Needs the recovery norm folded into the transposed
-        convolution (``nn.Identity``, as
-        :func:`saevit_mm.deploy.switch_to_deploy` leaves it); otherwise
-        nothing changes.
-
-        Returns:
-            Whether the module is in the deploy form now.
-        """
-        self.spread_recovery = self.recovery is None or isinstance(
-            self.recovery.norm, nn.Identity)
-        return self.spread_recovery
+        docstring)."""
+        self.spread_recovery = True
 
     def init_sampling(self) -> None:
         """Start sampling as the cell average and recovery as a copy.
 
-        With these weights (and the recovery norm at identity) the layer
-        begins as attention over ``r`` x ``r`` average-pooled tokens whose
+        With these weights the layer begins as attention over ``r`` x ``r`` average-pooled tokens whose
         result is upsampled by nearest neighbour.
         """
         if self.sampler is not None:
             nn.init.constant_(self.sampler.weight, 1. / self.sample_ratio**2)
         if self.recovery is not None:
-            nn.init.constant_(self.recovery.conv.weight, 1.)
+            nn.init.constant_(self.recovery.weight, 1.)
 
     def cell_size(self, height: int, width: int) -> int:
         """Side ``s`` of the cell one delegate stands for on a ``height`` x
@@ -266,14 +273,14 @@ class SparselyAggregatedAttention(nn.Module):
     def _recover(self, x: Tensor, k: int) -> Tensor:
         """Spread each delegate over its ``k * r`` cell."""
         if k == 1 and not self.spread_recovery:
-            return self.recovery.conv(x)
+            return self.recovery(x)
         r, channels = self.sample_ratio, x.shape[1]
         if self.recovery is None:
             weight = x.new_ones(channels, 1, 1, 1)
             bias = None
         else:
-            weight = self.recovery.conv.weight
-            bias = self.recovery.conv.bias
+            weight = self.recovery.weight
+            bias = self.recovery.bias
         if self.spread_recovery:
             return spread_cells(
                 x, weight if k == 1 else weight.repeat(1, 1, k, k), bias)
@@ -293,11 +300,8 @@ class SparselyAggregatedAttention(nn.Module):
             return self.proj(self.attn(x))
         k = s // r
         pad_h, pad_w = (s - H % s) % s, (s - W % s) % s
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode='replicate')
-        x = self._recover(self.attn(self._sample(x, k)), k)
-        if self.recovery is not None:
-            x = self.recovery.norm(x)
+        x = self._recover(self.attn(self._sample(edge_pad(x, pad_h, pad_w), k)),
+                          k)
         if pad_h or pad_w:
             x = x[..., :H, :W]
-        return self.proj(x)
+        return self.proj(self.norm(x))

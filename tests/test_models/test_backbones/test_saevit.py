@@ -393,7 +393,7 @@ def _sampling_convs(model):
         for m in model.modules()
         if isinstance(m, SparselyAggregatedAttention)
         and m.sampler is not None
-        for conv in (m.sampler, m.recovery.conv)
+        for conv in (m.sampler, m.recovery)
     }
 
 
@@ -405,8 +405,8 @@ def test_default_init(tiny_arch):
     saa = model.stages[0].blocks[0].attn
     torch.testing.assert_close(saa.sampler.weight,
                                torch.full_like(saa.sampler.weight, 1 / 16))
-    assert torch.equal(saa.recovery.conv.weight,
-                       torch.ones_like(saa.recovery.conv.weight))
+    assert torch.equal(saa.recovery.weight,
+                       torch.ones_like(saa.recovery.weight))
     # every other convolution: truncated normal, std 0.02, zero bias
     sampling = _sampling_convs(model)
     convs = [

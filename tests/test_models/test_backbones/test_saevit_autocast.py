@@ -15,6 +15,7 @@ import copy
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from saevit_mm.models import SAEViT
 from .utils import TINY_ARCH
@@ -113,3 +114,42 @@ def test_bf16_autocast_is_close_to_float32(arch, size):
     error = rel_error(flat, ref_flat)
     assert error < GRAD_TOLERANCE, \
         f'gradient: relative error {error:.4f} against float32'
+
+
+#: aten operators with no CUDA bfloat16 kernel in torch 2.1 (pytorch issue
+#: 117961: replication_pad2d on 2.1.2+cu121).
+NO_CUDA_BF16_IN_TORCH_21 = {
+    f'{op}{d}d{suffix}'
+    for op in ('replication_pad', ) for d in (1, 2, 3)
+    for suffix in ('', '_backward')
+}
+
+
+class _BF16Ops(TorchDispatchMode):
+    """Names of the aten operators that receive a bfloat16 tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [
+            a for a in (*args, *(kwargs or {}).values())
+            if isinstance(a, torch.Tensor)
+        ]
+        if any(t.dtype == torch.bfloat16 for t in tensors):
+            self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_no_bf16_tensor_reaches_an_op_without_a_cuda_bf16_kernel():
+    """The model itself in bfloat16 (the dtype CUDA autocast hands SAA's
+    edge padding; CPU autocast would run the padding in float32), at an
+    odd size where every SAA layer pads: forward and backward."""
+    model = build('t').to(torch.bfloat16)
+    x = torch.randn(2, 3, 97, 131, dtype=torch.bfloat16)
+    with _BF16Ops() as ops:
+        outs = model(x)
+        sum(o.float().sum() for o in outs).backward()
+    assert 'convolution' in ops.names  # the recorder sees bf16 work
+    assert not ops.names & NO_CUDA_BF16_IN_TORCH_21, sorted(ops.names)

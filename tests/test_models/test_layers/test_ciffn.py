@@ -1,4 +1,6 @@
 """Channel-Interactive FFN and the plain FFN of the ablation."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -17,10 +19,10 @@ def test_ciffn_shape_and_groups():
 
 def test_ciffn_decomposes_then_shuffles():
     """The activation sees the ShuffleNet shuffle of the group outputs."""
-    ffn = CIFFN(8, ffn_ratio=3, kernel_sizes=(3, 5, 7)).eval()
+    ffn = CIFFN(6, ffn_ratio=4, kernel_sizes=(3, 5, 7)).eval()
     seen = []
     ffn.act.register_forward_hook(lambda m, i, o: seen.append(i[0]))
-    x = torch.randn(2, 8, 6, 7)
+    x = torch.randn(2, 6, 6, 7)
     ffn(x)
     parts = ffn.expand(x).chunk(3, dim=1)
     grouped = torch.cat([conv(p) for conv, p in zip(ffn.dwconvs, parts)], 1)
@@ -44,7 +46,8 @@ def test_ciffn_output_mixes_all_groups():
 
 
 @pytest.mark.parametrize('ratio,kernels,message', [
-    (1.5, (3, 5, 7, 9), r'int\(6 \* 1.5\) = 9 must be a positive multiple'),
+    (1.5, (3, 5, 7, 9), r'int\(6 \* 1.5\) = 9 must both be positive'),
+    (4, (3, 5, 7, 9), r'embed_dims \(6\) and the hidden width'),
     (2, (3, 4), 'odd positive ints'),
     (2, (), 'non-empty'),
 ])
@@ -61,3 +64,63 @@ def test_plain_ffn():
     assert ffn.expand.conv.kernel_size == (1, 1)
     with pytest.raises(ValueError, match='must be positive'):
         ConvFFN(2, ffn_ratio=0.1)
+
+
+def _without_shuffle(ffn, x):
+    """``ffn`` with its redistribution replaced by the identity: the group
+    outputs stay in group order. Uses only the submodules that every CIFFN
+    has, so any re-arrangement of the other weights is a weight change."""
+    parts = ffn.expand(x).chunk(ffn.groups, dim=1)
+    x = torch.cat([conv(p) for conv, p in zip(ffn.dwconvs, parts)], 1)
+    return ffn.project(ffn.act(x))
+
+
+def _sees(forward, ffn, offset, size=19):
+    """Per output channel: whether the centre pixel's output depends on the
+    input pixel ``offset`` rows and columns away (exact gradient test)."""
+    x = torch.randn(1, ffn.expand[0].in_channels, size, size,
+                    dtype=torch.float64, requires_grad=True)
+    out = forward(ffn, x)
+    c = size // 2
+    seen = []
+    for channel in range(out.shape[1]):
+        grad, = torch.autograd.grad(out[0, channel, c, c], x,
+                                    retain_graph=True)
+        seen.append(bool(grad[0, :, c + offset, c + offset].abs().sum() > 0))
+    return seen
+
+
+def _random_weights(ffn, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ffn.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return ffn
+
+
+def test_ciffn_redistribution_cannot_be_compensated():
+    """With the shuffle, every output channel sees the widest kernel (9x9:
+    offset 4). Replaced by the identity, the grouped projection's first
+    output group reads only the 3x3 group, whatever the weights: no
+    re-arrangement of expansion, kernels or projection gives it the 9x9
+    context back (a dense projection would, and would absorb the shuffle
+    into its column order)."""
+    ffn = _random_weights(CIFFN(8, ffn_ratio=2, kernel_sizes=(3, 5, 7, 9)))
+    ffn = ffn.double().eval()
+    assert all(_sees(lambda f, x: f(x), ffn, offset=4))
+    for seed in range(3):  # any weights, not just these
+        other = _random_weights(copy.deepcopy(ffn), seed).eval()
+        seen = _sees(_without_shuffle, other, offset=4)
+        out_group = 8 // 4
+        assert not any(seen[:out_group]), seen  # 3x3 group only
+        assert all(seen[-out_group:]), seen  # the 9x9 group
+
+
+def test_ciffn_ablation_without_redistribution_is_the_identity_shuffle():
+    ffn = _random_weights(CIFFN(8, ffn_ratio=2, redistribute=False))
+    ffn = ffn.double().eval()
+    x = torch.randn(2, 8, 11, 12, dtype=torch.float64)
+    torch.testing.assert_close(ffn(x), _without_shuffle(ffn, x))
+    shuffled = copy.deepcopy(ffn)
+    shuffled.redistribute = True
+    assert (shuffled(x) - ffn(x)).abs().max() > 1e-3
