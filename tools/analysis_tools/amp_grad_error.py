@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import statistics
+import sys
 from typing import Callable, Dict, List, Sequence
 
 import torch
@@ -111,6 +112,37 @@ def norm_variance(model: nn.Module, x: torch.Tensor,
     return seen
 
 
+def markdown(result: Dict, command: str) -> str:
+    """The results as a markdown section: the command, one row per batch
+    and dtype, and the norm variances."""
+    settings = result['settings']
+    lines = [
+        f'`{command}`', '',
+        f'SAEViT-{settings["arch"]} and ResNet-18 at '
+        f'{settings["size"][0]}x{settings["size"][1]}, training mode, seeds '
+        f'{settings["seeds"]}: relative L2 error of all parameter gradients '
+        'under CPU autocast against float64, per seed.', '',
+        '| batch | dtype | SAEViT | ResNet-18 | ratio (median, max) |',
+        '| ---: | --- | --- | --- | --- |'
+    ]
+    for row in result['rows']:
+        lines.append(
+            f'| {row["batch"]} | {row["dtype"]} | '
+            + ', '.join(f'{e:.3g}' for e in row['saevit']) + ' | '
+            + ', '.join(f'{e:.3g}' for e in row['resnet18'])
+            + f' | {row["ratio_median"]:.2f}, {row["ratio_max"]:.2f} |')
+    if 'norm_variance' in result:
+        lines += [
+            '', f'Median variance entering each norm matching '
+            f'`{settings["norm_filter"]}` (one forward, seed 0):', '',
+            '| batch | norm | variance |', '| ---: | --- | ---: |'
+        ]
+        for batch, values in result['norm_variance'].items():
+            for name, value in values.items():
+                lines.append(f'| {batch} | `{name}` | {value:.2g} |')
+    return '\n'.join(lines) + '\n'
+
+
 def main(argv: List[str] = None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--arch', default='t')
@@ -124,9 +156,13 @@ def main(argv: List[str] = None) -> Dict:
         help='SAEViT recovery_norm_cfg type (LN2d, BN, none); default: the '
         "backbone's own")
     parser.add_argument('--norm-variance', action='store_true')
+    parser.add_argument(
+        '--variance-only', action='store_true',
+        help='only the norm variances (implies --norm-variance)')
     parser.add_argument('--norm-filter', default=r'attn\.(recovery\.)?norm$')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--json', help='write the results here')
+    parser.add_argument('--markdown', help='write a markdown table here')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     kwargs = dict(arch=args.arch)
@@ -135,7 +171,7 @@ def main(argv: List[str] = None) -> Dict:
             else dict(type=args.recovery_norm)
     models = dict(saevit=lambda: build_saevit(**kwargs), resnet18=ResNet18Stages)
     rows = []
-    for batch in args.batch:
+    for batch in [] if args.variance_only else args.batch:
         for name in args.dtypes:
             errors = {m: [] for m in models}
             for seed in args.seeds:  # the models interleaved, seed by seed
@@ -155,7 +191,7 @@ def main(argv: List[str] = None) -> Dict:
                   + f' | ratio median {rows[-1]["ratio_median"]:.2f} '
                   f'max {rows[-1]["ratio_max"]:.2f}', flush=True)
     result = dict(settings=vars(args), rows=rows)
-    if args.norm_variance:
+    if args.norm_variance or args.variance_only:
         variances = {}
         for batch in args.batch:
             torch.manual_seed(0)
@@ -169,6 +205,11 @@ def main(argv: List[str] = None) -> Dict:
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
+    if args.markdown:
+        command = 'python tools/analysis_tools/amp_grad_error.py ' + ' '.join(
+            sys.argv[1:] if argv is None else argv)
+        with open(args.markdown, 'w') as f:
+            f.write(markdown(result, command))
     return result
 
 
