@@ -5,7 +5,9 @@ the session's base temp directory and reused by every test that needs it.
 """
 import math
 import os
+import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -114,6 +116,42 @@ def run_tool(args: Sequence[str],
         pytest.fail(f'{" ".join(run.command)} exited with {run.returncode}:'
                     f'\n{tail}')
     return subprocess.CompletedProcess(run.command, run.returncode, output)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago: the
+    ``MASTER_PORT`` of a distributed test run, so that runs going on at the
+    same time do not meet on one port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def run_dist_train(config: Path,
+                   nproc: int,
+                   work_dir: Path,
+                   options: Sequence[str] = (),
+                   args: Sequence[str] = (),
+                   data_root: Optional[Path] = None,
+                   timeout: float = 600,
+                   env_extra: Optional[Dict[str, str]] = None,
+                   check: bool = True) -> subprocess.CompletedProcess:
+    """``bash tools/dist_train.sh CONFIG NPROC --work-dir WORK_DIR *ARGS
+    --cfg-options *OPTIONS`` (the launcher a user runs: torchrun, gloo on
+    CPU) with this interpreter and a free master port; see
+    :func:`run_tool`."""
+    env = dict(PYTHON=sys.executable, PORT=str(free_port()))
+    env.update(env_extra or {})
+    return run_tool([
+        'bash', 'tools/dist_train.sh', config,
+        str(nproc), '--work-dir', work_dir, *args,
+        *(['--cfg-options', *options] if options else [])
+    ],
+                    data_root=data_root,
+                    python=False,
+                    timeout=timeout,
+                    env_extra=env,
+                    check=check)
 
 
 def assert_finite(metrics: Dict[str, float], keys: Sequence[str]) -> None:

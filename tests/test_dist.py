@@ -3,7 +3,8 @@ import re
 import sys
 
 import pytest
-from e2e_utils import DEMO_CONFIGS, TINY_OPTIONS, demo_data_root, run_tool
+from e2e_utils import (DEMO_CONFIGS, TINY_OPTIONS, demo_data_root,
+                       run_dist_train, run_tool)
 from mmengine.config import Config
 
 from saevit_mm.engine.dist import (launcher_env, revert_sync_bn_cfg,
@@ -118,3 +119,40 @@ def test_dist_train_two_cpu_processes(tmp_path_factory, tmp_path):
     assert ranks == {'0', '1'}, proc.stdout[-3000:]
     assert (work_dir / 'iter_2.pth').exists()
     assert re.search(r'Iter\(train\) \[2/2\]', proc.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.seg
+def test_dist_train_with_unused_stages_needs_no_find_unused_parameters(
+        tmp_path_factory, tmp_path):
+    """Semantic FPN on the first two of SAEViT's four stages, under DDP
+    without find_unused_parameters: the stages after the last output do not
+    run and are frozen, so DDP waits for no gradient they cannot get (it
+    stops the second iteration otherwise)."""
+    data_root = demo_data_root(tmp_path_factory)
+    work_dir = tmp_path / 'work'
+    config = DEMO_CONFIGS['fpn']
+    cfg = Config.fromfile(config)
+    assert 'find_unused_parameters' not in cfg
+    assert len(cfg.model.neck.in_channels) == 4
+    widths = ','.join(map(str, cfg.model.neck.in_channels[:2]))
+    options = TINY_OPTIONS['seg'] + [
+        'model.backbone.out_indices=(0,1)',
+        # the neck takes the widths of stages 0 and 1 and still gives the
+        # head its four levels (the last two by max pooling)
+        f'model.neck.in_channels=[{widths}]',
+        'randomness.seed=0',
+        # the steps are what is checked: no validation
+        'train_cfg.val_interval=100',
+    ]
+    proc = run_dist_train(
+        config, 2, work_dir, options, data_root=data_root, timeout=600)
+    ranks = set(
+        re.findall(r'CPU distributed run: backend=gloo, rank (\d)/2',
+                   proc.stdout))
+    assert ranks == {'0', '1'}, proc.stdout[-3000:]
+    dumped = Config.fromfile(work_dir / config.name)
+    assert dumped.model.backbone.out_indices == (0, 1)
+    assert dumped.model_wrapper_cfg.find_unused_parameters is False
+    assert re.search(r'Iter\(train\) \[2/2\]', proc.stdout)
+    assert (work_dir / 'iter_2.pth').exists()

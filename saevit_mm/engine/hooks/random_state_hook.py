@@ -12,10 +12,14 @@ stopped.
 :class:`RandomStateHook` keeps, for each epoch, the states of python's
 ``random``, numpy's global generator, torch's CPU generator and (when CUDA is
 available) every CUDA generator, as they are when the epoch starts, and
-writes them into every checkpoint. On ``--resume`` the epoch that follows the
-checkpoint starts from exactly those states. Together with mmengine's
-``DefaultSampler`` (data order seeded by ``seed + epoch``) the resumed epochs
-repeat the uninterrupted run's, batch for batch and draw for draw.
+writes them into every checkpoint. In a distributed run every process has
+its own generators (``randomness.diff_rank_seed=True`` seeds them
+differently), so the hook gathers the states of all ranks and the
+checkpoint holds one entry per rank. On ``--resume`` the epoch that follows
+the checkpoint starts from exactly those states, each rank from its own
+entry. Together with mmengine's ``DefaultSampler`` (data order seeded by
+``seed + epoch``) the resumed epochs repeat the uninterrupted run's, batch
+for batch and draw for draw.
 """
 import logging
 import random
@@ -23,6 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
@@ -34,7 +39,8 @@ __all__ = [
 ]
 
 #: Top-level checkpoint key that holds the states (beside mmengine's
-#: ``meta``, ``state_dict``, ``optimizer``...).
+#: ``meta``, ``state_dict``, ``optimizer``...): a list with one
+#: :func:`get_random_state` dict per rank, in rank order.
 RANDOM_STATE_KEY = 'random_state'
 
 
@@ -110,8 +116,14 @@ def _warn_on_sampler_seed(runner, seed: Optional[int]) -> None:
     With ``randomness.seed=None`` mmengine draws a new seed for the resumed
     run and builds the sampler with it before ``Runner.resume`` re-seeds the
     generators with the checkpoint's seed, so the data order of the resumed
-    epochs differs from the interrupted run's.
+    epochs differs from the interrupted run's. With
+    ``randomness.diff_rank_seed=True`` mmengine gives the sampler a seed
+    drawn from rank 0's numpy generator instead of ``seed``, so there is
+    nothing to compare and nothing is said.
     """
+    randomness = getattr(runner, '_randomness_cfg', None) or {}
+    if randomness.get('diff_rank_seed', False):
+        return
     loader = getattr(getattr(runner, 'train_loop', None), 'dataloader', None)
     sampler = getattr(loader, 'sampler', None)
     sampler_seed = getattr(sampler, 'seed', None)
@@ -124,6 +136,20 @@ def _warn_on_sampler_seed(runner, seed: Optional[int]) -> None:
         f'--cfg-options randomness.seed={seed} for an exact resume.',
         logger='current',
         level=logging.WARNING)
+
+
+def _stored_states(stored: Any) -> List[Dict[str, Any]]:
+    """The per-rank list of states a checkpoint holds under
+    :data:`RANDOM_STATE_KEY`; a single dict is the states of one process."""
+    if isinstance(stored, dict):
+        return [stored]
+    if isinstance(stored, (list, tuple)) and all(
+            isinstance(state, dict) for state in stored):
+        return list(stored)
+    raise TypeError(
+        f'RandomStateHook: the checkpoint\'s {RANDOM_STATE_KEY!r} is a '
+        f'{type(stored).__name__}; expected a list with one dict of states '
+        'per rank (or one dict, the states of a single process).')
 
 
 @register_hook
@@ -146,16 +172,28 @@ class RandomStateHook(Hook):
     end-of-epoch states before its next epoch, and validation never shifts
     the training's random numbers.
 
+    Distributed runs: the states are gathered from every rank where they are
+    taken (``before_train_epoch`` of the first epoch, ``after_train_epoch``),
+    because only rank 0 writes the checkpoint. ``random_state`` is a list in
+    rank order, and on resume rank ``r`` restores entry ``r``. A checkpoint
+    with another number of entries than the run has ranks (a different
+    world size; a single dict counts as one entry) restores nothing: every
+    rank keeps the states its seed gave it and a warning says so, since no
+    assignment of the stored states to the new ranks repeats the
+    interrupted run (the sampler also splits the data differently).
+
     What is exact and what is not:
 
     * Exact: ``EpochBasedTrainLoop``, checkpoints by epoch (the default of
       ``CheckpointHook``), a fixed ``randomness.seed`` (with ``seed=None``
       mmengine builds the resumed run's sampler with a new seed before it
-      reads the checkpoint's; the hook warns then), ``num_workers=0``, or
-      ``num_workers > 0`` with ``persistent_workers=False`` (mmengine's
-      ``worker_init_fn`` seeds every worker of every epoch with
-      ``seed + num_workers * rank + worker_id``, whatever the main process'
-      state; batches go to workers round-robin).
+      reads the checkpoint's; the hook warns then, except with
+      ``diff_rank_seed=True``, where the sampler's seed is a draw it cannot
+      compare with the checkpoint's), the world size the checkpoint was
+      written with, ``num_workers=0``, or ``num_workers > 0`` with
+      ``persistent_workers=False`` (mmengine's ``worker_init_fn`` seeds every
+      worker of every epoch with ``seed + num_workers * rank + worker_id``,
+      whatever the main process' state; batches go to workers round-robin).
     * Not exact: ``num_workers > 0`` with ``persistent_workers=True``: the
       workers keep their generators from epoch to epoch, they live in other
       processes, and a resumed run starts them from their seeds again, so
@@ -180,31 +218,43 @@ class RandomStateHook(Hook):
     priority = 'VERY_HIGH'
 
     def __init__(self) -> None:
-        #: The states the current (or, after an epoch, the next) epoch starts
-        #: from; None until the first epoch starts or a checkpoint is resumed.
-        self._epoch_state: Optional[Dict[str, Any]] = None
+        #: The states of every rank, in rank order, that the current (or,
+        #: after an epoch, the next) epoch starts from; None until the first
+        #: epoch starts or a checkpoint is resumed.
+        self._epoch_states: Optional[List[Dict[str, Any]]] = None
+
+    @staticmethod
+    def _gather_states() -> List[Dict[str, Any]]:
+        """This rank's states and every other rank's (a collective: all
+        ranks call it at the same point)."""
+        return all_gather_object(get_random_state())
 
     def before_train_epoch(self, runner) -> None:
-        if self._epoch_state is None:
-            self._epoch_state = get_random_state()
+        if self._epoch_states is None:
+            self._epoch_states = self._gather_states()
         else:
-            set_random_state(self._epoch_state)
+            set_random_state(self._epoch_states[get_rank()])
 
     def after_train_epoch(self, runner) -> None:
-        self._epoch_state = get_random_state()
+        self._epoch_states = self._gather_states()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint[RANDOM_STATE_KEY] = (
-            self._epoch_state
-            if self._epoch_state is not None else get_random_state())
+        # Runner.save_checkpoint runs on rank 0 only: no collective here
+        states = self._epoch_states
+        if states is None:
+            if get_world_size() > 1:
+                # no epoch has started: the other ranks' states are unknown
+                return
+            states = [get_random_state()]
+        checkpoint[RANDOM_STATE_KEY] = states
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # EMAHook tells resume from load_from the same way
         if not runner._resume:
             return
         _warn_on_sampler_seed(runner, checkpoint.get('meta', {}).get('seed'))
-        state = checkpoint.get(RANDOM_STATE_KEY)
-        if state is None:
+        stored = checkpoint.get(RANDOM_STATE_KEY)
+        if stored is None:
             print_log(
                 f'RandomStateHook: the checkpoint has no {RANDOM_STATE_KEY!r} '
                 '(written without this hook); the resumed epochs draw other '
@@ -212,4 +262,17 @@ class RandomStateHook(Hook):
                 logger='current',
                 level=logging.WARNING)
             return
-        self._epoch_state = state
+        states = _stored_states(stored)
+        world_size = get_world_size()
+        if len(states) != world_size:
+            print_log(
+                f'RandomStateHook: the checkpoint holds the random states of '
+                f'{len(states)} process(es), this run has {world_size}; no '
+                'rank restores them (each keeps the states its seed gave '
+                'it), so the resumed epochs draw other random numbers than '
+                'the interrupted run would. An exact resume needs the world '
+                f'size the checkpoint was written with ({len(states)}).',
+                logger='current',
+                level=logging.WARNING)
+            return
+        self._epoch_states = states
