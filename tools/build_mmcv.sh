@@ -41,7 +41,8 @@ pid=$!
 start=$(date +%s)
 while kill -0 "$pid" 2>/dev/null; do
   sleep 60
-  done_objs=$(find "$SRC/build" -name '*.o' 2>/dev/null | wc -l)
+  # no build/ yet in the first minutes on a busy machine: count 0, go on
+  done_objs=$({ find "$SRC/build" -name '*.o' 2>/dev/null || true; } | wc -l)
   printf '[mmcv] %3d/%d C++ sources compiled, %d min elapsed\n' \
     "$done_objs" "$total" "$((($(date +%s) - start) / 60))"
 done
