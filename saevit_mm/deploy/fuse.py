@@ -15,6 +15,11 @@ the probe pass:
 * the BN uses running statistics (``track_running_stats=True``) and is in
   eval mode.
 
+A BN is any batch norm of
+:class:`~saevit_mm.models.utils.backbone_utils.AnyBatchNorm`: torch's
+``BN``/``SyncBN`` and mmcv's ``MMSyncBN`` (in eval mode all of them compute
+the same affine map of the running statistics).
+
 The folded conv gets ``weight * gamma / sqrt(var + eps)`` and a bias; the BN
 is replaced by ``nn.Identity``. Parameters are modified in place, so call it
 on a model you no longer train.
@@ -39,8 +44,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+
+from saevit_mm.models.utils.backbone_utils import is_batch_norm
 
 __all__ = [
     'find_conv_bn_pairs', 'fuse_conv_bn_', 'fold_bn_into_next_conv_',
@@ -90,7 +96,7 @@ def find_conv_bn_pairs(model: nn.Module,
         in forward order.
     """
     convs = {m: n for n, m in model.named_modules() if isinstance(m, _ConvNd)}
-    bns = {m: n for n, m in model.named_modules() if isinstance(m, _BatchNorm)}
+    bns = {m: n for n, m in model.named_modules() if is_batch_norm(m)}
     calls: Dict[nn.Module, int] = {}
     # id(output) -> (conv, output, its autograd node, its version counter);
     # the reference to ``output`` keeps its ``id`` unique during the pass
@@ -137,13 +143,13 @@ def find_conv_bn_pairs(model: nn.Module,
 
 
 @torch.no_grad()
-def fuse_conv_bn_(conv: _ConvNd, bn: _BatchNorm) -> None:
+def fuse_conv_bn_(conv: _ConvNd, bn: nn.Module) -> None:
     """Fold ``bn`` (eval statistics) into ``conv`` in place.
 
     Args:
         conv: A convolution or transposed convolution; it gets a bias if it
             had none.
-        bn: The BatchNorm applied directly to the conv output.
+        bn: The batch norm applied directly to the conv output.
     """
     scale, shift = _bn_affine(bn)
     weight = conv.weight
@@ -162,7 +168,7 @@ def fuse_conv_bn_(conv: _ConvNd, bn: _BatchNorm) -> None:
     _set_bias(conv, bias * scale + shift)
 
 
-def _bn_affine(bn: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+def _bn_affine(bn: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(a, b)`` with ``bn(x) = a * x + b`` per channel (eval statistics)."""
     std = torch.sqrt(bn.running_var + bn.eps)
     gamma = bn.weight if bn.affine else torch.ones_like(std)
@@ -180,7 +186,7 @@ def _set_bias(conv: _ConvNd, bias: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def fold_bn_into_next_conv_(bn: _BatchNorm, conv: _ConvNd) -> None:
+def fold_bn_into_next_conv_(bn: nn.Module, conv: _ConvNd) -> None:
     """Fold ``bn`` (eval statistics) into the input side of ``conv``.
 
     ``conv(bn(x)) == conv'(x)`` with ``bn(x) = a * x + b`` per channel:
@@ -215,9 +221,8 @@ def fold_bn_into_next_conv_(bn: _BatchNorm, conv: _ConvNd) -> None:
 
 
 def _foldable_norm(module: nn.Module) -> bool:
-    return (isinstance(module, _BatchNorm) and not module.training
-            and module.track_running_stats
-            and module.running_mean is not None)
+    return (is_batch_norm(module) and not module.training
+            and module.track_running_stats and module.running_mean is not None)
 
 
 def fold_pre_norms(model: nn.Module) -> List[str]:

@@ -5,20 +5,72 @@ of non-negative stage indices, ``check_frozen_stages`` validates
 ``frozen_stages``, ``freeze_module`` stops a module's gradients and puts it in
 eval mode, and ``set_norm_eval`` puts every normalization layer of a module
 in eval mode. None of them hard-codes the number of stages.
+
+Which layers are batch norms is written here once: :class:`AnyBatchNorm`
+(torch's ``_BatchNorm`` subclasses, ``BN`` and ``SyncBN``, and mmcv's
+``MMSyncBN``, which subclasses ``nn.Module`` only); ``NORM_LAYERS``,
+``is_norm``, the backbone's init and the deploy BatchNorm fold use it.
 """
-from typing import Sequence, Tuple, Union
+import sys
+from abc import ABC
+from typing import Optional, Sequence, Tuple, Union
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 __all__ = [
-    'NORM_LAYERS', 'normalize_out_indices', 'check_frozen_stages',
-    'freeze_module', 'set_norm_eval', 'is_norm'
+    'AnyBatchNorm', 'NORM_LAYERS', 'normalize_out_indices',
+    'check_frozen_stages', 'freeze_module', 'set_norm_eval', 'is_norm',
+    'is_batch_norm', 'normalizes_with_local_batch', 'mmcv_sync_bn_type'
 ]
 
-#: Layer types treated as normalization layers by :func:`set_norm_eval`.
-NORM_LAYERS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+#: Module of mmcv's ``MMSyncBN`` (``mmcv.ops.SyncBatchNorm``).
+_MMCV_SYNC_BN_MODULE = 'mmcv.ops.sync_bn'
+
+
+def mmcv_sync_bn_type() -> Optional[type]:
+    """mmcv's ``MMSyncBN`` class if ``mmcv.ops`` is imported, else None.
+
+    NOTE: this never imports ``mmcv.ops``: that needs mmcv's compiled
+    extension, and importing it would slow down ``import saevit_mm`` or
+    break it where the extension is missing. Nothing is lost: a model can
+    hold an ``MMSyncBN`` only after its module has been imported.
+    """
+    module = sys.modules.get(_MMCV_SYNC_BN_MODULE)
+    return getattr(module, 'SyncBatchNorm', None)
+
+
+class AnyBatchNorm(ABC):
+    """Virtual base class of every batch norm, for ``isinstance`` checks.
+
+    ``isinstance(m, AnyBatchNorm)`` holds for torch's ``_BatchNorm``
+    subclasses (``nn.BatchNorm2d``, ``nn.SyncBatchNorm``) and for mmcv's
+    ``MMSyncBN`` (:func:`mmcv_sync_bn_type`), which has the same
+    parameters and buffers (``weight``, ``bias``, ``running_mean``,
+    ``running_var``, ``num_batches_tracked``, ``eps``, ``momentum``,
+    ``affine``, ``track_running_stats``) but is no ``_BatchNorm``.
+
+    Example:
+        >>> from torch import nn
+        >>> isinstance(nn.BatchNorm2d(4), AnyBatchNorm)
+        True
+        >>> isinstance(nn.GroupNorm(2, 4), AnyBatchNorm)
+        False
+    """
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> bool:
+        if cls is not AnyBatchNorm:
+            return NotImplemented
+        sync_bn = mmcv_sync_bn_type()
+        types = (_BatchNorm, ) if sync_bn is None else (_BatchNorm, sync_bn)
+        return issubclass(subclass, types) or NotImplemented
+
+
+#: Layer types treated as normalization layers by :func:`set_norm_eval` and
+#: the backbone's init.
+NORM_LAYERS = (AnyBatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
 
 
 def normalize_out_indices(out_indices: Union[int, Sequence[int]],
@@ -95,6 +147,31 @@ def freeze_module(module: nn.Module) -> None:
 def is_norm(module: nn.Module) -> bool:
     """Whether ``module`` is a normalization layer (see ``NORM_LAYERS``)."""
     return isinstance(module, NORM_LAYERS)
+
+
+def is_batch_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a batch norm (see :class:`AnyBatchNorm`)."""
+    return isinstance(module, AnyBatchNorm)
+
+
+def normalizes_with_local_batch(module: nn.Module) -> bool:
+    """Whether ``module`` is a batch norm in training mode that normalises
+    with the statistics of this process's batch alone.
+
+    True for ``BN`` and for an ``MMSyncBN`` whose group is this process
+    only (on one value per channel the first fails inside torch, the second
+    silently outputs its bias); False for eval mode, for other norms, for
+    ``SyncBN`` (torch counts the values of every process and checks the sum
+    itself) and for an ``MMSyncBN`` of several processes.
+    """
+    if not (is_batch_norm(module) and module.training):
+        return False
+    if isinstance(module, nn.SyncBatchNorm):
+        return False
+    sync_bn = mmcv_sync_bn_type()
+    if sync_bn is not None and isinstance(module, sync_bn):
+        return module.group_size == 1
+    return True
 
 
 def set_norm_eval(module: nn.Module) -> None:
