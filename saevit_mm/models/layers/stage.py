@@ -10,17 +10,28 @@ frozen stage).
 
 NOTE: the recompute in backward runs the block's BatchNorm layers again in
 training mode, which would update their running statistics (and
-``num_batches_tracked``) a second time per step. :func:`_buffers_kept`
+``num_batches_tracked``) a second time per step. :class:`_BuffersKept`
 restores every buffer of the block after the recompute, so ``with_cp``
-trains exactly like the plain forward. Switching the statistics off during
-the recompute instead (``track_running_stats=False``) changes which tensors
+trains exactly like the plain forward. It is entered once per recompute:
+a second backward through a retained graph (``retain_graph=True``)
+recomputes the block again. Switching the statistics off during the
+recompute instead (``track_running_stats=False``) changes which tensors
 BatchNorm saves, and non-reentrant checkpoint refuses that. Under SyncBN the
 recompute still synchronises the batch statistics again: its output must
 equal the forward's.
+
+Under ``torch.compile`` :func:`_checkpoint_contexts` decides when the
+checkpoint runs. While torch traces a checkpoint into its graph it requires
+``TorchDispatchMode`` contexts, so it gets the ones torch uses for a
+checkpoint without ``context_fn``: the compiled graph updates each buffer
+once in its forward and recomputes functional ops only. A checkpoint that
+runs eagerly gets :class:`_BuffersKept`, as without ``torch.compile``: one
+that dynamo cannot trace (a graph break inside the block), and every one on
+torch 2.1, whose dynamo does not trace a checkpoint with a ``context_fn``.
 """
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from functools import partial
-from typing import ContextManager, Dict, Iterator, Optional, Sequence, Tuple
+from typing import ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -29,30 +40,53 @@ from torch.utils.checkpoint import checkpoint
 from .block import SAEViTBlock
 from .stem import Downsample
 
+try:  # torch >= 2.3
+    from torch.compiler import is_compiling
+except ImportError:  # torch 2.1, 2.2
+    from torch._dynamo import is_compiling
+
 __all__ = ['SAEViTStage']
 
 
-@contextmanager
-def _buffers_kept(module: nn.Module) -> Iterator[None]:
+class _BuffersKept:
     """Put every buffer of ``module`` back to its value on entry, on exit.
 
     Used as the recompute context of a checkpointed block: the recompute
     then leaves the BatchNorm running statistics as the forward left them.
+    Unlike a ``contextlib.contextmanager``, one instance can be entered
+    again (checkpoint enters its recompute context once per backward).
     """
-    saved = [(buffer, buffer.clone()) for buffer in module.buffers()]
-    try:
-        yield
-    finally:
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self._saved: List[List[Tuple[Tensor, Tensor]]] = []
+
+    def __enter__(self) -> None:
+        self._saved.append([(buffer, buffer.clone())
+                            for buffer in self.module.buffers()])
+
+    def __exit__(self, *exc_info) -> bool:
         with torch.no_grad():
-            for buffer, value in saved:
+            for buffer, value in self._saved.pop():
                 buffer.copy_(value)
+        return False  # exceptions propagate (and early stop works)
+
+
+def _recompute_every_op(*args, **kwargs) -> bool:
+    """Selective-checkpoint policy that saves no op output (``False``)."""
+    return False
 
 
 def _checkpoint_contexts(
         module: nn.Module) -> Tuple[ContextManager, ContextManager]:
     """``context_fn`` of :func:`torch.utils.checkpoint.checkpoint`: nothing
-    around the forward, :func:`_buffers_kept` around the recompute."""
-    return nullcontext(), _buffers_kept(module)
+    around the forward, :class:`_BuffersKept` around the recompute; while
+    ``torch.compile`` traces the checkpoint, torch's own contexts for a
+    checkpoint without ``context_fn`` (recompute every op)."""
+    if is_compiling():
+        return torch.utils.checkpoint.create_selective_checkpoint_contexts(
+            _recompute_every_op)
+    return nullcontext(), _BuffersKept(module)
 
 
 class SAEViTStage(nn.Module):
