@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from benchmark_utils.peers import GAPLinearClassifier
+from benchmark import GAPLinearClassifier
 from mmengine.analysis import FlopAnalyzer
 from torch import nn
 
@@ -58,7 +58,7 @@ def test_sdpa_handle_counts_what_matmuls_count():
 def test_saa_layer_count_matches_hand_count():
     B, C, heads, r, H, W = 2, 16, 2, 2, 7, 9
     saa = SparselyAggregatedAttention(C, heads, sample_ratio=r).eval()
-    h, w = -(-H // r), -(-W // r)  # delegates of the zero-padded map: 4x5
+    h, w = -(-H // r), -(-W // r)  # delegates of the edge-padded map: 4x5
     n = h * w
     coarse = -(-h // 2) * -(-w // 2)  # 2x coarser keys/values: 2x3
     d = C // heads
@@ -70,9 +70,9 @@ def test_saa_layer_count_matches_hand_count():
         # q.k^T and attn.v: n queries x (n + coarse) keys, head dim d each
         'attn': B * heads * n * (n + coarse) * (d + d),
         # depth-wise transposed conv: r * r outputs per delegate and channel
-        'recovery.conv': B * C * r * r * n,
-        # eval-mode BatchNorm (mmengine: 2 per element), on the padded map
-        'recovery.norm': 2 * B * C * (h * r) * (w * r),
+        'recovery': B * C * r * r * n,
+        # LayerNorm on the cropped map (mmengine: 5 per element, affine)
+        'norm': 5 * B * C * H * W,
         # 1x1 projection on the cropped H x W map
         'proj': B * C * C * H * W,
     }
@@ -86,7 +86,7 @@ def test_saa_layer_count_matches_hand_count():
                 'scaled_dot_product_attention'] == flops
         else:
             assert by_module[name] == flops, name
-    assert analyzer.total() == sum(hand.values()) == 106496
+    assert analyzer.total() == sum(hand.values()) == 111456
 
 
 @pytest.mark.parametrize('arch', ['t', 's'])

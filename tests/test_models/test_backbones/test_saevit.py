@@ -326,9 +326,14 @@ def test_norm_cfg_is_used_everywhere(tiny_arch):
     model = SAEViT(
         tiny_arch,
         out_indices=ALL_STAGES,
-        norm_cfg=dict(type='GN', num_groups=1))
+        norm_cfg=dict(type='GN', num_groups=1),
+        recovery_norm_cfg=dict(type='GN', num_groups=2))
     layers = list(norm_layers(model))
     assert layers and all(isinstance(m, nn.GroupNorm) for m in layers)
+    recovery = [m.norm for m in model.modules()
+                if isinstance(m, SparselyAggregatedAttention)
+                and m.recovery is not None]
+    assert recovery and all(m.num_groups == 2 for m in recovery)
     model.train()
     outs = model(torch.randn(1, 3, 40, 40))
     assert_shapes(model, outs, 1, 40, 40)
@@ -545,7 +550,7 @@ def test_custom_arch_mismatched_lengths(tiny_arch):
     ('embed_dims', 8, 'sequence of positive ints'),
     ('num_heads', (1, 3, 2, 4), 'must divide embed_dims'),
     ('ffn_ratio', 0, 'positive number'),
-    ('ffn_ratio', 1.3, 'multiple of the number of groups'),
+    ('ffn_ratio', 1.3, 'multiples of the number of groups'),
     ('ffn_kernel_sizes', (3, 4), 'odd positive ints'),
 ])
 def test_custom_arch_bad_values(tiny_arch, key, value, message):
@@ -583,7 +588,8 @@ def test_frozen_stages_out_of_range(tiny_arch, frozen_stages):
 
 @pytest.mark.parametrize('kwargs,message', [
     (dict(attn_type='swin'), r"attn_type must be one of \('saa', 'mhsa'\)"),
-    (dict(ffn_type='mlp'), r"ffn_type must be one of \('ciffn', 'ffn'\)"),
+    (dict(ffn_type='mlp'),
+     r"ffn_type must be one of \('ciffn', 'ciffn_no_shuffle', 'ffn'\)"),
     (dict(in_channels=0), 'in_channels must be a positive int'),
     (dict(drop_path_rate=1.0), r'drop_path_rate must be in \[0, 1\)'),
 ])
