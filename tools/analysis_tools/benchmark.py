@@ -1,137 +1,462 @@
-"""Benchmark SAEViT against the peers of the installed hosts.
+"""Benchmark SAEViT against its peers: params, FLOPs, throughput, latency.
 
-Params, FLOPs (one counter for all), classifier throughput and latency,
-backbone latency at detection/segmentation sizes (512x512, 800x1333,
-1024x2048), the machine's matmul rate and each model's FLOP utilisation,
-SAA vs full attention scaling, and the deploy variants (fused BN,
-onnxruntime, torch.compile). Peers come from the installed hosts
-(mmpretrain, mmdet) and timm (FastViT and RepViT in their reparameterised
-deploy form); each carries its published ImageNet-1K top-1 and its source,
-which the chart plots against the throughput measured in the run.
+Every model is measured as a classifier: the backbone, global average
+pooling of its last output and ``Linear(C, 1000)``
+(:class:`GAPLinearClassifier`), eval mode, float32, random weights. The
+backbone arguments follow each host's ImageNet config; timm peers are built
+``features_only`` (last stage) and reparameterised where they have a deploy
+form. SAEViT runs twice: as built and deployed
+(:func:`saevit_mm.deploy.switch_to_deploy`). All timings run in one process,
+round-robin with the order rotated every round, so a slow minute on a
+shared machine hurts every model alike; the report gives medians and
+ranges. FLOPs are multiply-adds from one counter for all
+(:func:`saevit_mm.models.utils.count_complexity`). Top-1 is each model's
+*published* ImageNet-1K number (:data:`MODELS`), not measured here.
 
 Examples::
 
-    python tools/analysis_tools/benchmark.py                 # <= 10 min
-    python tools/analysis_tools/benchmark.py --quick
+    python tools/analysis_tools/benchmark.py                  # ~20 min
+    python tools/analysis_tools/benchmark.py --quick          # minutes
+    python tools/analysis_tools/benchmark.py --tiny           # smoke test
+    python tools/analysis_tools/benchmark.py --models SAEViT-t ResNet-18
     python tools/analysis_tools/benchmark.py --device cuda --out-dir out
-    python tools/analysis_tools/benchmark.py --models SAEViT-t EdgeNeXt-xsmall
 
-Writes ``benchmark.json``, ``benchmark.png`` and ``benchmark.md`` (the table
-as markdown) to ``--out-dir``.
+Writes ``benchmark.json``, ``benchmark.md`` (the table) and
+``benchmark.png`` (top-1 and throughput against FLOPs) to ``--out-dir``.
 """
 import argparse
-import os
+import copy
+import importlib
+import json
+import platform
 import shlex
+import statistics
 import sys
 import time
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, Hashable, Optional, Sequence
 
-from benchmark_utils import PRESETS, run_benchmark, settings_from_preset
-from benchmark_utils.report import (markdown_table, plot_chart, render_table,
-                                    write_json)
+import torch
+from torch import nn
+
+_SAEVIT = 'arXiv 2508.16884: the paper\'s checkpoint, not this code'
+_MMPRE = 'mmpretrain configs/{}/metafile.yml'
+
+#: name -> (scope that builds the backbone, its config or timm name,
+#: published ImageNet-1K top-1 %, where that number is published)
+# yapf: disable
+MODELS = {
+    'SAEViT-t': ('saevit_mm', dict(type='SAEViT', arch='t'), 76.3, _SAEVIT),
+    'SAEViT-s': ('saevit_mm', dict(type='SAEViT', arch='s'), 79.6, _SAEVIT),
+    'ResNet-18': ('mmpretrain', dict(type='ResNet', depth=18), 69.9,
+                  _MMPRE.format('resnet')),
+    'EdgeNeXt-xsmall': ('mmpretrain', dict(type='EdgeNeXt', arch='xsmall'),
+                        74.86, _MMPRE.format('edgenext')),
+    'EdgeNeXt-small': ('mmpretrain', dict(type='EdgeNeXt', arch='small'),
+                       79.41, _MMPRE.format('edgenext')),
+    'MobileViT-x_small': ('mmpretrain', dict(type='MobileViT', arch='x_small'),
+                          74.75, _MMPRE.format('mobilevit')),
+    'EfficientFormer-l1': ('mmpretrain', dict(type='EfficientFormer',
+                                              arch='l1'),
+                           80.46, _MMPRE.format('efficientformer')),
+    'MobileNetV3-large': ('mmpretrain', dict(type='MobileNetV3', arch='large'),
+                          74.04, _MMPRE.format('mobilenet_v3')),
+    'PVTv2-b0': ('mmdet', dict(type='PyramidVisionTransformerV2',
+                               embed_dims=32, num_layers=[2, 2, 2, 2]),
+                 70.5, 'arXiv 2106.13797'),
+    'FastViT-T8': ('timm', 'fastvit_t8', 76.2,
+                   'github.com/apple/ml-fastvit (arXiv 2303.14189)'),
+    'RepViT-M0.9': ('timm', 'repvit_m0_9', 78.7,
+                    'arXiv 2307.09283 (300 epochs, distilled)'),
+    'MobileNetV4-conv-small': ('timm', 'mobilenetv4_conv_small', 73.8,
+                               'arXiv 2404.10518'),
+    'MobileNetV4-conv-medium': ('timm', 'mobilenetv4_conv_medium', 79.9,
+                                'arXiv 2404.10518 (at 256)'),
+    'EfficientViT-B1': ('timm', 'efficientvit_b1', 79.4, 'arXiv 2205.14756'),
+}
+#: img_size, batch_size: the classifier input; repeats: interleaved rounds
+#: of throughput and batch-1 latency (latency_iters calls each);
+#: dense_sizes, dense_repeats: backbone latency at batch 1
+PRESETS = dict(default=dict(img_size=224, batch_size=32, repeats=5,
+                            latency_iters=10, dense_repeats=3,
+                            dense_sizes=((512, 512), (800, 1333), (1024, 2048))))
+PRESETS.update(
+    quick=dict(PRESETS['default'], repeats=3, latency_iters=5,
+               dense_sizes=((512, 512), ), dense_repeats=2),
+    tiny=dict(img_size=64, batch_size=2, repeats=1, latency_iters=1,
+              dense_sizes=((64, 96), ), dense_repeats=1))
+# yapf: enable
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+class GAPLinearClassifier(nn.Module):
+    """Backbone, global average pooling of its last output, linear head.
+
+    The last output may be ``N x C x H x W``, ``N x C x L``
+    (EfficientFormer's token stage) or already pooled ``N x C``.
+
+    Args:
+        backbone: The feature extractor.
+        in_channels: Channels of its last output.
+        num_classes: Head width. Defaults to 1000.
+    """
+
+    def __init__(self,
+                 backbone: nn.Module,
+                 in_channels: int,
+                 num_classes: int = 1000) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.backbone(x)
+        feat = feat if isinstance(feat, torch.Tensor) else feat[-1]
+        return self.head(feat.flatten(2).mean(2) if feat.dim() > 2 else feat)
+
+
+def build_classifier(name: str) -> GAPLinearClassifier:
+    """``MODELS[name]`` as :class:`GAPLinearClassifier` (eval mode, CPU)."""
+    scope, cfg = MODELS[name][:2]
+    if scope == 'timm':
+        import timm
+        from timm.utils.model import reparameterize_model
+        backbone = reparameterize_model(
+            timm.create_model(
+                cfg, pretrained=False, features_only=True,
+                out_indices=(-1, )).eval())
+    else:
+        from mmengine.registry import DefaultScope
+        registry = importlib.import_module(f'{scope}.registry').MODELS
+        # nested types resolve in the default scope; mmcv's construction
+        # advice (conv bias before BN ...) is noise here
+        with DefaultScope.overwrite_default_scope(scope), \
+                warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)
+            backbone = registry.build(dict(cfg))
+    backbone.eval()  # not chained: some hosts' train() returns None
+    with torch.no_grad():  # EfficientFormer takes 224 only
+        feat = backbone(torch.zeros(1, 3, 224, 224))
+    feat = feat if isinstance(feat, torch.Tensor) else feat[-1]
+    return GAPLinearClassifier(backbone, feat.shape[1]).eval()
+
+
+def count(model: nn.Module, size: int) -> Dict[str, float]:
+    """Parameters (M) and multiply-adds (G) at ``size`` x ``size``."""
+    from saevit_mm.models.utils import count_complexity
+    counted = count_complexity(model, (3, size, size))
+    return dict(
+        params_m=counted['params'] / 1e6, gflops=counted['flops'] / 1e9)
+
+
+def timer(fn: Callable,
+          x: torch.Tensor,
+          iters: int = 1,
+          rate: bool = False) -> Callable[[], float]:
+    """A task timing ``fn(x)``: one warm-up call, then ``iters`` calls.
+
+    The task returns images per second if ``rate``, else milliseconds per
+    call.
+    """
+
+    def sync() -> None:
+        if x.device.type == 'cuda':
+            torch.cuda.synchronize(x.device)
+
+    def task() -> float:
+        with torch.no_grad():
+            fn(x)
+            sync()
+            start = time.perf_counter()
+            for _ in range(iters):
+                fn(x)
+            sync()
+        seconds = (time.perf_counter() - start) / iters
+        return x.shape[0] / seconds if rate else 1e3 * seconds
+
+    return task
+
+
+def _error(exc: BaseException) -> str:
+    return f'{type(exc).__name__}: {exc}'.split('\n')[0]
+
+
+def interleave(tasks: Dict[Hashable, Callable[[], float]],
+               repeats: int,
+               errors: Optional[Dict[Hashable, str]] = None,
+               log: Callable[[str], None] = lambda line: None) -> Dict:
+    """Run every task once a round, rotating the order each round.
+
+    Args:
+        tasks: Key -> a callable returning one measurement.
+        repeats: Rounds.
+        errors: If given, a task that raises is recorded here (key ->
+            message) and dropped; otherwise the exception propagates.
+        log: Receives one line per round.
+
+    Returns:
+        Key -> ``dict(median, low, high, values)`` of the tasks that ran.
+    """
+    keys, values = list(tasks), {key: [] for key in tasks}
+    for index in range(repeats):
+        start, shift = time.perf_counter(), index % max(len(keys), 1)
+        for key in keys[shift:] + keys[:shift]:
+            if errors is not None and key in errors:
+                continue
+            try:
+                values[key].append(float(tasks[key]()))
+            except Exception as exc:  # noqa: BLE001 (reported)
+                if errors is None:
+                    raise
+                errors[key] = _error(exc)
+        log(f'round {index + 1}/{repeats}: '
+            f'{time.perf_counter() - start:.0f} s')
+    return {
+        key:
+        dict(median=statistics.median(v), low=min(v), high=max(v), values=v)
+        for key, v in values.items() if v
+    }
+
+
+def measure(models: Dict[str, nn.Module], x: torch.Tensor,
+            repeats: int) -> Dict[str, Dict]:
+    """Params, FLOPs at ``x``'s size and throughput (images per second at
+    ``x``'s batch, interleaved) of each model."""
+    rows = {name: count(model, x.shape[-1]) for name, model in models.items()}
+    timed = interleave({
+        n: timer(m, x, rate=True)
+        for n, m in models.items()
+    }, repeats)
+    for name, stats in timed.items():
+        rows[name]['throughput'] = stats
+    return rows
+
+
+def machine() -> Dict[str, object]:
+    """CPU model, threads and versions."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path('/proc/cpuinfo')
+    if cpuinfo.exists():
+        cpu = next((line.split(':', 1)[1].strip()
+                    for line in cpuinfo.read_text().splitlines()
+                    if line.startswith('model name')), cpu)
+    return dict(
+        cpu=cpu,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        python=platform.python_version())
+
+
+def run(names: Sequence[str],
+        preset: Dict,
+        device: str = 'cpu',
+        fuse_all: bool = False,
+        log: Callable[[str], None] = print) -> Dict[str, object]:
+    """Build, count and time ``names``; one row per model (JSON-ready)."""
+    from saevit_mm.deploy import switch_to_deploy
+    size = preset['img_size']
+    x = torch.randn(preset['batch_size'], 3, size, size, device=device)
+    rows, models = {}, {}
+    for name in names:
+        scope, _, top1, source = MODELS[name]
+        row = rows[name] = dict(
+            name=name, scope=scope, top1=top1, top1_source=source)
+        log(f'building {name}')
+        try:
+            model = build_classifier(name)
+            row.update(count(model, size))
+            if fuse_all and scope != 'saevit_mm':
+                switch_to_deploy(model)
+            models[name] = model.to(device)
+            if scope == 'saevit_mm':
+                deployed = copy.deepcopy(model)
+                switch_to_deploy(deployed)
+                with torch.no_grad():
+                    diff = (deployed(x[:1]) - model(x[:1])).abs().max()
+                name = f'{name} [deployed]'
+                rows[name] = dict(row, name=name, max_abs_diff=float(diff))
+                models[name] = deployed
+        except Exception as exc:  # noqa: BLE001 (reported in the row)
+            row['error'] = _error(exc)
+    errors: Dict[Hashable, str] = {}
+    tasks = {}
+    for name, model in models.items():
+        tasks[name, 'img/s'] = timer(model, x, rate=True)
+        tasks[name, 'ms'] = timer(model, x[:1], preset['latency_iters'])
+    timed = interleave(tasks, preset['repeats'], errors, log)
+    dense = {
+        f'{h}x{w}': torch.randn(1, 3, h, w, device=device)
+        for h, w in preset['dense_sizes']
+    }
+    tasks = {
+        (name, key): timer(model.backbone, d)
+        for name, model in models.items()
+        for key, d in dense.items()
+    }
+    timed.update(interleave(tasks, preset['dense_repeats'], errors, log))
+    for (name, column), stats in timed.items():
+        rows[name][column] = stats
+    for (name, column), message in errors.items():
+        rows[name][column] = dict(error=message)
+    return dict(
+        machine=dict(machine(), device=device),
+        settings=dict(preset, fuse_all=fuse_all),
+        models=list(rows.values()))
+
+
+def _cell(stats: Optional[Dict], digits: int = 1) -> str:
+    if not stats:
+        return '-'
+    if 'error' in stats:
+        return 'n/a'
+    spread = 50 * (stats['high'] - stats['low']) / stats['median']
+    return f'{stats["median"]:.{digits}f} ±{spread:.0f}%'
+
+
+def markdown(result: Dict) -> str:
+    """The table, how to read it, the top-1 sources and the failures."""
+    s, rows = result['settings'], result['models']
+    sizes = [f'{h}x{w}' for h, w in s['dense_sizes']]
+    at = f'@{s["img_size"]}'
+    header = [
+        'model', 'top-1 % (published)', 'params (M)', f'GFLOPs {at}',
+        f'img/s (b{s["batch_size"]} {at})', f'ms (b1 {at})',
+        *[f'backbone ms @{size}' for size in sizes], 'GMAC/s'
+    ]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+    for row in (r for r in rows if 'error' not in r):
+        rate = row.get('img/s', {}).get('median')
+        cells = [
+            row['name'], f'{row["top1"]:g}', f'{row["params_m"]:.2f}',
+            f'{row["gflops"]:.3f}',
+            _cell(row.get('img/s')),
+            _cell(row.get('ms')), *[_cell(row.get(size), 0) for size in sizes],
+            f'{row["gflops"] * rate:.1f}' if rate else '-'
+        ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += [
+        '', f'Medians of {s["repeats"]} interleaved rounds '
+        f'({s["dense_repeats"]} for the backbone sizes, batch 1), ± half '
+        'the range; GMAC/s: multiply-adds per second at the median img/s. '
+        '[deployed]: saevit_mm.deploy.switch_to_deploy, timed in the same '
+        'rounds' + ('; every peer deployed too' if s['fuse_all'] else '') +
+        f'. Command: `{result.get("command", "")}`.', '',
+        'Published ImageNet-1K top-1, not measured here (SAEViT\'s: the '
+        'paper\'s own checkpoints):', ''
+    ]
+    lines += [
+        f'- {r["name"]}: {r["top1_source"]}' for r in rows
+        if '[' not in r['name']
+    ]
+    lines += [
+        f'- {r["name"]}: outputs within {r["max_abs_diff"]:.1e} of '
+        'eager' for r in rows if 'max_abs_diff' in r
+    ]
+    errors = [f'- {r["name"]}: {r["error"]}' for r in rows if 'error' in r]
+    errors += [
+        f'- {r["name"]} {key}: {value["error"]}' for r in rows
+        for key, value in r.items()
+        if isinstance(value, dict) and 'error' in value
+    ]
+    if errors:
+        lines += ['', 'Failed (n/a):', '', *errors]
+    return '\n'.join(lines) + '\n'
+
+
+def plot(result: Dict, path: Path) -> None:
+    """Published top-1 against throughput and throughput against FLOPs."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    for row in (r for r in result['models'] if 'median' in r.get('img/s', {})):
+        ours, rate = row['scope'] == 'saevit_mm', row['img/s']['median']
+        color = dict(
+            saevit_mm='tab:red',
+            timm='tab:purple').get(row['scope'], 'tab:blue')
+        hollow = 'none' if '[deployed]' in row['name'] else color
+        for ax, xy in zip(axes, ((rate, row['top1']), (row['gflops'], rate))):
+            ax.plot(
+                *xy,
+                '*' if ours else 'o',
+                ms=13 if ours else 7,
+                color=color,
+                mfc=hollow)
+            ax.annotate(
+                row['name'],
+                xy, (5, 3),
+                textcoords='offset points',
+                fontsize=7)
+    s, m = result['settings'], result['machine']
+    rate = f'img/s, batch {s["batch_size"]} @ {s["img_size"]}², {m["device"]}'
+    axes[0].set(
+        xlabel=rate + ' (measured)',
+        ylabel='published top-1 %',
+        title='Published ImageNet-1K accuracy against throughput')
+    axes[1].set(
+        xlabel=f'GFLOPs (multiply-adds) @ {s["img_size"]}²',
+        ylabel=rate,
+        title='Throughput against FLOPs')
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(
+        f'{m["cpu"]}, {m["threads"]} threads, torch {m["torch"]}. '
+        'Red stars: SAEViT (hollow: deployed); blue: mmpretrain, '
+        'mmdet; purple: timm',
+        fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     preset = parser.add_mutually_exclusive_group()
-    preset.add_argument(
-        '--preset',
-        choices=list(PRESETS),
-        default='default',
-        help='measurement plan; "default" takes ~23 min on 2 CPU cores')
-    preset.add_argument(
-        '--quick',
-        dest='preset',
-        action='store_const',
-        const='quick',
-        help='same as --preset quick (a few minutes)')
-    preset.add_argument(
-        '--tiny',
-        dest='preset',
-        action='store_const',
-        const='tiny',
-        help='same as --preset tiny (smoke test, seconds)')
-    parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
+    preset.add_argument('--preset', choices=list(PRESETS), default='default')
+    for name in ('quick', 'tiny'):
+        preset.add_argument(
+            f'--{name}',
+            dest='preset',
+            const=name,
+            action='store_const',
+            help=f'--preset {name}')
     parser.add_argument(
-        '--models', nargs='+', help='display names to include (default all)')
-    parser.add_argument('--img-size', type=int)
-    parser.add_argument('--batch-size', type=int)
-    parser.add_argument('--repeats', type=int)
-    parser.add_argument(
-        '--attention-sizes',
-        type=int,
-        nargs='*',
-        help='image sides for SAA vs full attention; none: skip')
-    parser.add_argument(
-        '--deploy',
-        nargs='*',
-        choices=('fuse', 'onnx', 'compile'),
-        help='deploy variants to measure; none: skip')
-    parser.add_argument(
-        '--deploy-models', nargs='+', help='models that get the variants')
+        '--models',
+        nargs='+',
+        choices=list(MODELS),
+        default=list(MODELS),
+        metavar='NAME',
+        help=f'any of {", ".join(MODELS)}')
+    parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, help='torch threads')
-    parser.add_argument(
-        '--channels-last',
-        action='store_true',
-        default=None,
-        help='run every model and input in channels_last memory format')
     parser.add_argument(
         '--fuse-all',
         action='store_true',
-        default=None,
-        help='fold BatchNorm into the convolutions of every model')
-    parser.add_argument('--out-dir', default='work_dirs/benchmark')
+        help='deploy every peer too (fold its BatchNorms)')
     parser.add_argument(
-        '--no-progress', action='store_true', help='no progress bars')
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    settings = settings_from_preset(
-        args.preset,
-        device=args.device,
-        models=args.models,
-        img_size=args.img_size,
-        batch_size=args.batch_size,
-        repeats=args.repeats,
-        attention_sizes=(tuple(args.attention_sizes)
-                         if args.attention_sizes is not None else None),
-        deploy=tuple(args.deploy) if args.deploy is not None else None,
-        deploy_models=(tuple(args.deploy_models)
-                       if args.deploy_models else None),
-        threads=args.threads,
-        channels_last=args.channels_last,
-        fuse_all=args.fuse_all)
-    os.makedirs(args.out_dir, exist_ok=True)
+        '--out-dir', type=Path, default=Path('work_dirs/benchmark'))
+    parser.add_argument('--no-progress', action='store_true')
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    if args.no_progress:
-        result = run_benchmark(settings)
-    elif not sys.stdout.isatty():
-        result = run_benchmark(settings, 'lines')
-    else:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
-                                   TextColumn, TimeElapsedColumn)
-        with Progress(
-                TextColumn('{task.description}'), BarColumn(),
-                MofNCompleteColumn(), TimeElapsedColumn()) as progress:
-            result = run_benchmark(settings, progress)
-    result['wall_time_s'] = time.perf_counter() - start
-    result['preset'] = args.preset
-    result['command'] = shlex.join(
-        ['python', 'tools/analysis_tools/benchmark.py'] +
-        sys.argv[1:] if argv is
-        None else ['python', 'tools/analysis_tools/benchmark.py'] + list(argv))
-    json_path = os.path.join(args.out_dir, 'benchmark.json')
-    png_path = os.path.join(args.out_dir, 'benchmark.png')
-    md_path = os.path.join(args.out_dir, 'benchmark.md')
-    write_json(result, json_path)
-    plot_chart(result, png_path)
-    with open(md_path, 'w', encoding='utf-8') as file:
-        file.write(markdown_table(result) + '\n')
-    render_table(result)
-    print(f'wrote {json_path}, {png_path}, {md_path} '
+    result = run(args.models, PRESETS[args.preset], args.device, args.fuse_all,
+                 (lambda line: None) if args.no_progress else
+                 (lambda line: print(f'[benchmark] {line}', flush=True)))
+    argv = sys.argv[1:] if argv is None else argv
+    result.update(
+        preset=args.preset,
+        wall_time_s=time.perf_counter() - start,
+        command=shlex.join(
+            ['python', 'tools/analysis_tools/benchmark.py', *argv]))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / 'benchmark.json').write_text(json.dumps(result, indent=2))
+    (args.out_dir / 'benchmark.md').write_text(markdown(result))
+    plot(result, args.out_dir / 'benchmark.png')
+    print(markdown(result))
+    print(f'wrote benchmark.json, .md and .png to {args.out_dir} '
           f'({result["wall_time_s"]:.0f} s)')
 
 

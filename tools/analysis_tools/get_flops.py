@@ -3,7 +3,7 @@
 FLOPs are multiply-adds counted by mmengine's ``FlopAnalyzer`` with the
 attention products included (:mod:`saevit_mm.models.utils.flops`). The
 classifier is the one ``benchmark.py`` measures
-(``benchmark_utils.peers.GAPLinearClassifier``): SAEViT, global average
+(``benchmark.GAPLinearClassifier``): SAEViT, global average
 pooling of its last output and one linear layer, so it has the parameters
 of the ``configs/cls`` classifier (``GlobalAveragePooling`` +
 ``LinearClsHead``). The average (additions) is not counted.
@@ -22,7 +22,7 @@ import argparse
 import json
 from typing import Dict, List, Optional, Sequence
 
-from benchmark_utils.peers import GAPLinearClassifier
+from benchmark import GAPLinearClassifier
 from mmengine.config import DictAction
 
 from saevit_mm.models import SAEViT
