@@ -4,7 +4,7 @@
 #   bash tools/run.sh demo [tools/demo.py options]   # the end-to-end demo
 #   bash tools/run.sh test [pytest options]          # the test suite
 #   bash tools/run.sh test-classic [pytest options]  # the package's tests in
-#       the classic user stack (torch 2.1, numpy 1.26; requirements/constraints)
+#       the classic user stack (torch 2.1, numpy 1.24; requirements/constraints)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 job="${1:-}"

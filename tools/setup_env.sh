@@ -2,7 +2,7 @@
 # Set up (or check) a saevit_mm environment: idempotent, safe to run often.
 #
 #   bash tools/setup_env.sh                        # the reference stack
-#   SAEVIT_STACK=classic bash tools/setup_env.sh   # torch 2.1 + numpy 1.26
+#   SAEVIT_STACK=classic bash tools/setup_env.sh   # torch 2.1 + numpy 1.24
 #
 # Normally called by tools/run.sh. Steps: venv -> torch -> mmcv 2.1.0 (built
 # once from source with CPU ops, wheel cached outside the repo) -> the user's
