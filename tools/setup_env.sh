@@ -134,17 +134,20 @@ say "installing the OpenMMLab stack: mmcv, mmengine, mmpretrain, mmdet, mmsegmen
 
 STEP="saevit_mm"
 say "installing saevit_mm as a user adds a plugin: pip install -e ."
-BEFORE="$("${PIP[@]}" freeze --exclude-editable | sort)"
+# --all: setuptools too (install_requires caps it); a local wheel (our mmcv)
+# is frozen as "mmcv @ file:///...", a PyPI one as "mmcv==2.1.0"
+USER_STACK='torch|torchvision|mmcv|mmengine|numpy|mmpretrain|mmdet|mmsegmentation'
+stack_of() { grep -iE "^($USER_STACK)(==| @ )" | sed -E 's| @ .*/([^/#]+)(#.*)?$| @ \1|'; }
+BEFORE="$("${PIP[@]}" freeze --all --exclude-editable | sort)"
 "${PIP[@]}" install -q -e "$REPO" || fail "pip install -e $REPO failed"
-AFTER="$("${PIP[@]}" freeze --exclude-editable | sort)"
+AFTER="$("${PIP[@]}" freeze --all --exclude-editable | sort)"
 CHANGED="$(diff <(echo "$BEFORE") <(echo "$AFTER") | sed -n 's/^[<>] //p' || true)"
-for package in torch torchvision mmcv mmengine numpy mmpretrain mmdet mmsegmentation; do
-  if echo "$CHANGED" | grep -qi "^$package=="; then
-    fail "installing saevit_mm changed the user's $package:
+if [ -n "$(echo "$CHANGED" | stack_of)" ]; then
+  fail "installing saevit_mm changed the user's stack:
 $(diff <(echo "$BEFORE") <(echo "$AFTER") || true)"
-  fi
-done
+fi
 [ -z "$CHANGED" ] || say "note: installing saevit_mm changed: $(echo "$CHANGED" | tr '\n' ' ')"
+say "pip install -e . left the stack as it was: $(echo "$AFTER" | stack_of | tr '\n' ' ')"
 
 STEP="verify"
 verify || fail "the installed stack does not work (message above)"
