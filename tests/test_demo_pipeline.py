@@ -1,8 +1,9 @@
 """The demo's orchestration: steps side by side as processes of one thread,
-the first failure ends the others and names itself."""
+the first failure ends the others and names itself; the demo picture."""
 import importlib.util
 import math
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -10,7 +11,8 @@ import torch
 from e2e_utils import REPO, TINY_OPTIONS, demo_data_root
 from rich.progress import Progress
 
-from demo_steps import Step, StepFailed, run_lanes
+from demo_figure import save_demo_figure
+from demo_steps import Step, StepFailed, run_lanes, run_step
 
 
 def _demo_script():
@@ -64,6 +66,33 @@ def test_a_failing_step_ends_the_others_and_names_itself(tmp_path):
     assert psutil.Process().children(recursive=True) == []
 
 
+def test_run_step_without_check_returns_the_failed_run(tmp_path):
+    run = run_step(
+        _python(tmp_path, 'fails', 'raise SystemExit(4)'),
+        poll=0.05,
+        check=False)
+    assert run.returncode == 4 and run.seconds > 0
+
+
+def test_demo_figure_says_synthetic_and_shows_every_task(tmp_path):
+    import matplotlib.image
+    tile = tmp_path / 'tile.png'
+    matplotlib.image.imsave(tile, torch.rand(256, 256, 3).numpy())
+    results = [
+        dict(
+            task=task,
+            metric='m',
+            text='1.0',
+            images=[tile] * count,
+            curve=dict(step=[1, 2], loss=[2., 1.]))
+        for task, count in (('classification', 3), ('fpn', 1))
+    ]
+    out = save_demo_figure(tmp_path / 'demo.png', results)
+    assert matplotlib.image.imread(out).shape[2] in (3, 4)
+    import demo_figure
+    assert 'synthetic data' in demo_figure.TITLE
+
+
 def _backbone_file(tmp_path):
     """A backbone-only SAEViT-T file, as tools/model_converters writes."""
     from saevit_mm.models import SAEViT
@@ -96,7 +125,7 @@ def test_side_by_side_fine_tuning_with_two_real_configs(
             assert [r['task'] for r in results] == ['retinanet', 'fpn']
             for result in results:
                 assert math.isfinite(result['value']), result
-                assert result['checkpoint'].exists()
+                assert Path(result['checkpoint']).exists()
     assert psutil.Process().children(recursive=True) == []
 
 
@@ -111,8 +140,7 @@ def test_side_by_side_failure_stops_the_other_run(tmp_path, tmp_path_factory,
     options = dict(
         retinanet=[*TINY_OPTIONS['det'], 'model.backbone.arch=no-such-arch'],
         fpn=[*long_fpn, 'train_cfg.max_iters=10000'])
-    with Progress(disable=True) as progress, pytest.raises(
-            StepFailed) as info:
+    with Progress(disable=True) as progress, pytest.raises(StepFailed) as info:
         demo.fine_tune(('retinanet', 'fpn'), tmp_path, progress, backbone, 1,
                        options)
     message = str(info.value)

@@ -1,17 +1,13 @@
-"""The steps of the end-to-end demo, each run through the standard tools.
+"""The steps of the demo and of the ablation sweep: standard tools run as
+subprocesses, exactly as a user would type them.
 
-A module of ``tools/demo.py`` (and of the end-to-end tests), not a command.
-
-Every step is a subprocess of ``tools/train.py``, ``tools/test.py`` or
-``tools/model_converters/cls_to_backbone.py``, exactly as a user would type
-it, so the demo exercises the real entry points. Progress is read from the
+A module of ``tools/demo.py`` and ``tools/analysis_tools/ablation.py`` (and
+of the end-to-end tests), not a command. Training progress is read from the
 log the Runner writes; metrics from the JSON file mmengine's ``LoggerHook``
-dumps after a test.
-
-Runs that go side by side are *processes* polled from one thread
-(:func:`run_lanes`): nothing in this process runs in two threads at once
-(mmengine's ``Config.fromfile`` is not thread-safe), and the first step that
-fails ends the other runs at once and raises :class:`StepFailed`.
+dumps after a test. Runs that go side by side are processes polled from one
+thread (:func:`run_lanes`): nothing in this process runs in two threads at
+once (mmengine's ``Config.fromfile`` is not thread-safe), and the first step
+that fails ends the others and raises :class:`StepFailed`.
 """
 import json
 import os
@@ -25,17 +21,10 @@ from pathlib import Path
 from typing import (Any, Callable, Dict, Generator, List, Mapping, Optional,
                     Sequence)
 
-__all__ = [
-    'Step', 'ToolRun', 'StepFailed', 'Lane', 'run_lanes', 'run_step',
-    'last_checkpoint', 'read_test_metrics', 'train_losses'
-]
-
 REPO = Path(__file__).resolve().parents[1]
 # "Iter(train) [ 40/300]" (iteration based) or "Epoch(train) [2][ 5/20]"
 _ITER_RE = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\]')
 _EPOCH_RE = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\]')
-#: Lines of a failed step's log shown in the error.
-TAIL_LINES = 30
 
 
 @dataclass
@@ -70,7 +59,7 @@ class Step:
 
 @dataclass
 class ToolRun:
-    """What one finished step did."""
+    """What one finished step did: seconds, exit status, last log lines."""
     step: Step
     seconds: float
     returncode: int
@@ -80,10 +69,6 @@ class ToolRun:
     def command(self) -> List[str]:
         return self.step.command
 
-    @property
-    def log(self) -> Path:
-        return self.step.log
-
 
 class StepFailed(RuntimeError):
     """A step exited with an error (or was ended because another failed)."""
@@ -92,7 +77,7 @@ class StepFailed(RuntimeError):
         self.run = run
         super().__init__(
             f'{run.step.name} failed (exit {run.returncode}); command:\n  '
-            f'{" ".join(run.command)}\nlog: {run.log}, last lines:\n' +
+            f'{" ".join(run.command)}\nlog: {run.step.log}, last lines:\n' +
             '\n'.join(f'  | {line}' for line in run.tail))
 
 
@@ -102,11 +87,11 @@ Lane = Generator[Step, ToolRun, Any]
 
 
 class _Running:
-    """A started step and the process running it."""
+    """A started step and the process running it (in its own process
+    group, so that killing it also ends its dataloader workers)."""
 
     def __init__(self, step: Step):
-        self.step = step
-        self.start = time.time()
+        self.step, self.start = step, time.time()
         step.log.parent.mkdir(parents=True, exist_ok=True)
         self._out = open(step.log, 'w')
         self.proc = subprocess.Popen(
@@ -114,11 +99,18 @@ class _Running:
             cwd=REPO,
             stdout=self._out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **step.env},
-            start_new_session=True)  # its own group: ended with its workers
+            env=dict(os.environ, **step.env),
+            start_new_session=True)
 
-    def done(self) -> bool:
-        """Whether the process ended; kills it once past its timeout."""
+    def poll(self) -> bool:
+        """Report progress; whether the process ended (killed once past
+        its timeout)."""
+        if self.step.on_progress is not None:
+            progress = _progress(
+                self.step.log.read_text(errors='replace'),
+                self.step.max_epochs)
+            if progress:
+                self.step.on_progress(*progress)
         if self.proc.poll() is not None:
             return True
         timeout = self.step.timeout
@@ -129,24 +121,7 @@ class _Running:
             return True
         return False
 
-    def report_progress(self) -> None:
-        if self.step.on_progress is None:
-            return
-        progress = _progress(
-            self.step.log.read_text(errors='replace'), self.step.max_epochs)
-        if progress:
-            self.step.on_progress(*progress)
-
-    def finish(self) -> ToolRun:
-        self.proc.wait()
-        self._out.close()
-        text = self.step.log.read_text(errors='replace').splitlines()
-        return ToolRun(self.step,
-                       time.time() - self.start, self.proc.returncode,
-                       text[-TAIL_LINES:])
-
     def kill(self) -> None:
-        """End the process and its workers (dataloader processes)."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -155,50 +130,49 @@ class _Running:
         self.proc.wait()
         self._out.close()
 
+    def finish(self) -> ToolRun:
+        self.kill()  # a no-op for an ended process, but for its log file
+        text = self.step.log.read_text(errors='replace').splitlines()
+        return ToolRun(self.step,
+                       time.time() - self.start, self.proc.returncode,
+                       text[-30:])
 
-def run_lanes(lanes: Mapping[str, Lane], poll: float = 1.0) -> Dict[str, Any]:
+
+def run_lanes(lanes: Mapping[str, Lane],
+              poll: float = 1.0,
+              check: bool = True) -> Dict[str, Any]:
     """Run the lanes side by side, each one step at a time.
-
-    The lanes' code (config reading, result parsing) runs in this thread
-    only; their steps run as concurrent processes.
 
     Args:
         lanes: Name -> lane (see :data:`Lane`).
         poll: Seconds between looks at the running processes.
+        check: Raise :class:`StepFailed` when a step exits with an error,
+            after killing the steps still running in other lanes; otherwise
+            the lane receives the failed run.
 
     Returns:
         Name -> the value the lane returned.
-
-    Raises:
-        StepFailed: A step exited with a non-zero status. The steps still
-            running in other lanes are killed first.
     """
     results: Dict[str, Any] = {}
     running: Dict[str, _Running] = {}
 
-    def advance(name: str, lane: Lane, run: Optional[ToolRun]) -> None:
+    def advance(name: str, run: Optional[ToolRun]) -> None:
         try:
-            step = next(lane) if run is None else lane.send(run)
+            step = next(lanes[name]) if run is None else lanes[name].send(run)
+            running[name] = _Running(step)
         except StopIteration as stop:
             results[name] = stop.value
-            return
-        running[name] = _Running(step)
 
     try:
-        for name, lane in lanes.items():
-            advance(name, lane, None)
+        for name in lanes:
+            advance(name, None)
         while running:
             time.sleep(poll)
-            for name in list(running):
-                current = running[name]
-                current.report_progress()
-                if not current.done():
-                    continue
-                run = current.finish()
-                del running[name]
-                if run.returncode != 0:
+            for name in [n for n, r in running.items() if r.poll()]:
+                run = running.pop(name).finish()
+                if check and run.returncode != 0:
                     raise StepFailed(run)
-                advance(name, lanes[name], run)
+                advance(name, run)
     finally:  # a failure, an error in a lane, or Ctrl-C: end the others
         for current in running.values():
             current.kill()
@@ -206,29 +180,45 @@ def run_lanes(lanes: Mapping[str, Lane], poll: float = 1.0) -> Dict[str, Any]:
 
 
 def run_step(step: Step, poll: float = 1.0, check: bool = True) -> ToolRun:
-    """Run one step on its own.
+    """Run one step on its own (see :func:`run_lanes`)."""
 
-    Raises:
-        StepFailed: With ``check``, when the step exits with an error.
+    def lane() -> Lane:
+        return (yield step)
+
+    return run_lanes(dict(step=lane()), poll, check)['step']
+
+
+def train_test(name: str,
+               config: Path,
+               work_dir: Path,
+               options: Sequence[str] = (),
+               env: Optional[Mapping[str, str]] = None,
+               test_args: Sequence[str] = (),
+               **step_kwargs) -> Lane:
+    """The lane of one run: ``tools/train.py``, then ``tools/test.py`` on
+    the last checkpoint, both with ``--cfg-options options``.
+
+    ``step_kwargs`` (e.g. ``on_progress``) go to the training step.
+
+    Returns:
+        ``(training ToolRun, test ToolRun, test metrics)``.
     """
-    current = _Running(step)
-    try:
-        while not current.done():
-            current.report_progress()
-            time.sleep(poll)
-    finally:  # Ctrl-C or an error in a progress callback
-        current.kill()
-    run = current.finish()
-    if check and run.returncode != 0:
-        raise StepFailed(run)
-    return run
+    opts = ['--cfg-options', *options] if options else []
+    train = yield Step(
+        f'training {name}',
+        ['tools/train.py', config, '--work-dir', work_dir, *opts],
+        work_dir / 'train.log', env or {}, **step_kwargs)
+    test = yield Step(f'testing {name}', [
+        'tools/test.py', config,
+        last_checkpoint(work_dir), '--work-dir', work_dir, *test_args, *opts
+    ], work_dir / 'test.log', env or {})
+    return train, test, read_test_metrics(work_dir)
 
 
 def _progress(text: str, max_epochs: Optional[int]):
     iters = _ITER_RE.findall(text)
     if iters:
-        done, total = iters[-1]
-        return int(done), int(total)
+        return tuple(map(int, iters[-1]))
     epochs = _EPOCH_RE.findall(text)
     if epochs and max_epochs:
         epoch, done, per_epoch = map(int, epochs[-1])
@@ -246,14 +236,11 @@ def last_checkpoint(work_dir: Path) -> Path:
 
 
 def read_test_metrics(work_dir: Path) -> Dict[str, float]:
-    """Metrics of the newest test run in ``work_dir``.
-
-    mmengine's ``LoggerHook`` dumps them to ``<work_dir>/<timestamp>/
-    <timestamp>.json`` after the test loop; timestamps (``%Y%m%d_%H%M%S``)
-    sort in time order.
-    """
-    runs = sorted(p.parent for p in work_dir.glob('*/*.json')
-                  if p.stem == p.parent.name)
+    """Metrics of the newest test run in ``work_dir``: mmengine's
+    ``LoggerHook`` dumps them to ``<timestamp>/<timestamp>.json``, and
+    timestamps (``%Y%m%d_%H%M%S``) sort in time order."""
+    runs = sorted(
+        p.parent for p in work_dir.glob('*/*.json') if p.stem == p.parent.name)
     if not runs:
         raise FileNotFoundError(
             f'no <timestamp>/<timestamp>.json test metrics in {work_dir}')
@@ -262,19 +249,16 @@ def read_test_metrics(work_dir: Path) -> Dict[str, float]:
 
 
 def train_losses(work_dir: Path) -> Dict[str, List[float]]:
-    """``{'step': [...], 'loss': [...]}`` of the newest training run.
-
-    A test run writes its own ``scalars.json`` without losses, so the newest
-    file that holds any loss is taken.
-    """
-    scalars = sorted(
-        work_dir.glob('*/vis_data/scalars.json'),
-        key=lambda p: p.parent.parent.name,  # newest timestamp first
-        reverse=True)
-    for path in scalars:
+    """``{'step': [...], 'loss': [...]}`` of the newest training run (a
+    test run writes its own ``scalars.json``, without losses)."""
+    for path in sorted(
+            work_dir.glob('*/vis_data/scalars.json'),
+            key=lambda p: p.parent.parent.name,
+            reverse=True):
         records = [json.loads(line) for line in path.read_text().splitlines()]
         records = [r for r in records if 'loss' in r and 'step' in r]
         if records:
-            return dict(step=[r['step'] for r in records],
-                        loss=[r['loss'] for r in records])
+            return dict(
+                step=[r['step'] for r in records],
+                loss=[r['loss'] for r in records])
     return dict(step=[], loss=[])
