@@ -9,7 +9,7 @@ from mmengine.config import Config
 
 import ablation
 from ablation import (ARMS, DEMO_CONFIG, DEMO_DENSE_CONFIG, Arm,
-                      choose_dense_arms, run_dense_one, run_one, select_arms)
+                      choose_dense_arms, run_one, select_arms)
 
 #: What each arm may change in the demo config it inherits: the backbone
 #: (SAEViT arms: only their ablation switch), and what the backbone's output
@@ -17,6 +17,9 @@ from ablation import (ARMS, DEMO_CONFIG, DEMO_DENSE_CONFIG, Arm,
 ALLOWED = {
     'SAA -> full attention': [r'^model\.backbone\.attn_type$'],
     'CIFFN -> plain FFN': [r'^model\.backbone\.ffn_type$'],
+    'CIFFN without redistribution': [r'^model\.backbone\.ffn_type$'],
+    'SAA recovery norm LN2d -> BN':
+    [r'^model\.backbone\.recovery_norm_cfg(\.|$)'],
     'no DWSConv': [r'^model\.backbone\.use_dwsconv$'],
     'EdgeNeXt-xsmall': [
         r'^model\.backbone\.', r'^model\.neck(\.|$)',
@@ -29,8 +32,9 @@ ALLOWED = {
 #: What a dense arm may change in the Semantic FPN demo config: the backbone
 #: and the widths of its outputs that the neck takes.
 DENSE_ALLOWED = [r'^model\.backbone\.', r'^model\.neck\.in_channels\.']
-DENSE_ARMS = [a for a in ARMS if a.dense_config not in (None,
-                                                        DEMO_DENSE_CONFIG)]
+DENSE_ARMS = [
+    a for a in ARMS if a.dense_config not in (None, DEMO_DENSE_CONFIG)
+]
 
 
 def _flatten(node, prefix=''):
@@ -49,12 +53,16 @@ def test_every_arm_config_exists_and_every_config_is_an_arm():
         str(p.relative_to(REPO))
         for p in (REPO / 'configs' / 'ablation').glob('*.py')
     }
-    assert shipped == ({arm.config for arm in ARMS} | {
-        arm.dense_config for arm in ARMS if arm.dense_config
-    }) - {DEMO_CONFIG, DEMO_DENSE_CONFIG}
-    assert {a.name for a in ARMS if a.dense_config} == {
-        a.name for a in ARMS if a.kind in ('saevit', 'peer')
-    }, 'SAEViT-t and every peer can be the dense arm'
+    assert shipped == ({arm.config
+                        for arm in ARMS} | {
+                            arm.dense_config
+                            for arm in ARMS if arm.dense_config
+                        }) - {DEMO_CONFIG, DEMO_DENSE_CONFIG}
+    assert {a.name
+            for a in ARMS if a.dense_config
+            } == {a.name
+                  for a in ARMS if a.kind in ('saevit', 'peer')
+                  }, 'SAEViT-t and every peer can be the dense arm'
     assert set(ALLOWED) == {arm.name for arm in ARMS} - {'SAEViT-t'}
 
 
@@ -72,8 +80,8 @@ def test_arm_changes_only_the_backbone(arm):
     changed = _changed_keys(DEMO_CONFIG, arm.config)
     assert changed, 'an arm must change something'
     unexpected = [
-        k for k in changed if not any(re.search(r, k) for r in ALLOWED[
-            arm.name])
+        k for k in changed
+        if not any(re.search(r, k) for r in ALLOWED[arm.name])
     ]
     assert not unexpected, f'{arm.name} also changes {unexpected}'
 
@@ -93,7 +101,7 @@ def test_dense_arm_changes_only_the_backbone(arm):
 @pytest.mark.parametrize('arm', ARMS, ids=lambda a: a.slug)
 def test_arm_builds_and_classifies_a_demo_image(arm):
     pytest.importorskip('mmpretrain.models')
-    model = ablation.build_arm_model(arm)
+    model = ablation.build_model(arm.config)
     with torch.no_grad():
         logits = model(torch.rand(2, 3, 64, 64))
     assert logits.shape == (2, 10)
@@ -106,10 +114,13 @@ def test_dense_backbone_is_the_classification_backbone(arm):
     cls = Config.fromfile(str(REPO / arm.config)).model.backbone.to_dict()
     dense = Config.fromfile(str(REPO / arm.dense_config)).model.backbone
     dense = dense.to_dict()
-    changed = {k for k in cls.keys() | dense.keys()
-               if cls.get(k) != dense.get(k)}
-    assert changed <= {'out_indices', 'gap_before_final_norm', 'init_cfg',
-                       'norm_cfg'}, changed
+    changed = {
+        k
+        for k in cls.keys() | dense.keys() if cls.get(k) != dense.get(k)
+    }
+    assert changed <= {
+        'out_indices', 'gap_before_final_norm', 'init_cfg', 'norm_cfg'
+    }, changed
     assert dense['init_cfg']['prefix'] == 'backbone.'
 
 
@@ -148,14 +159,16 @@ def test_dense_arm_starts_from_its_whole_classifier(arm, tmp_path):
 
 
 def test_dense_arms_are_saevit_and_the_best_peer():
-    top1 = {'EdgeNeXt-xsmall': 50., 'MobileViT-x_small': 55.,
-            'ResNet-18': 40., 'SAEViT-t': 52.}
-    assert [a.name for a in choose_dense_arms(ARMS, top1)] == [
-        'SAEViT-t', 'MobileViT-x_small'
-    ]
-    assert [a.name for a in choose_dense_arms(ARMS, top1, 'resnet-18')] == [
-        'SAEViT-t', 'ResNet-18'
-    ]
+    top1 = {
+        'EdgeNeXt-xsmall': 50.,
+        'MobileViT-x_small': 55.,
+        'ResNet-18': 40.,
+        'SAEViT-t': 52.
+    }
+    assert [a.name for a in choose_dense_arms(ARMS, top1)
+            ] == ['SAEViT-t', 'MobileViT-x_small']
+    assert [a.name for a in choose_dense_arms(ARMS, top1, 'resnet-18')
+            ] == ['SAEViT-t', 'ResNet-18']
     with pytest.raises(KeyError, match='not a peer; peers: .*ResNet-18'):
         choose_dense_arms(ARMS, top1, 'no DWSConv')
     assert [a.name for a in choose_dense_arms(ARMS[:2], top1)] == ['SAEViT-t']
@@ -163,8 +176,8 @@ def test_dense_arms_are_saevit_and_the_best_peer():
 
 def test_dense_peer_must_be_trained(capsys):
     with pytest.raises(SystemExit):
-        ablation.parse_args(['--arms', 'SAEViT-t', '--dense-peer',
-                             'ResNet-18'])
+        ablation.parse_args(
+            ['--arms', 'SAEViT-t', '--dense-peer', 'ResNet-18'])
     assert 'add it to --arms' in capsys.readouterr().err
     args = ablation.parse_args(
         ['--arms', 'SAEViT-t', 'ResNet-18', '--dense-peer', 'resnet-18'])
@@ -174,24 +187,31 @@ def test_dense_peer_must_be_trained(capsys):
 def test_unknown_arm_is_refused_with_the_known_names():
     with pytest.raises(KeyError, match='known: .*ResNet-18'):
         select_arms(['ResNet-50'])
-    assert [a.name for a in select_arms(['resnet-18', 'SAEViT-t'])] == [
-        'ResNet-18', 'SAEViT-t'
-    ]
+    assert [a.name for a in select_arms(['resnet-18', 'SAEViT-t'])
+            ] == ['ResNet-18', 'SAEViT-t']
+
+
+def _no_runs(monkeypatch):
+    """Make ``ablation`` fail on any run, recording what it would run."""
+    lanes = []
+
+    def no_run(lanes_, *args, **kwargs):
+        step = next(lanes_['run'])
+        lanes.append(step)
+        raise AssertionError(f'ran {step.name}')
+
+    monkeypatch.setattr(ablation, 'run_lanes', no_run)
+    return lanes
 
 
 def test_a_finished_run_is_read_not_run_again(tmp_path, monkeypatch):
+    _no_runs(monkeypatch)
     arm = ARMS[-1]
     out = tmp_path / arm.slug / 'seed3'
     out.mkdir(parents=True)
     (out / 'result.json').write_text(
         json.dumps(dict(top1=12.5, top5=50.0, train_s=1.0, test_s=2.0)))
-
-    def no_step(step, *args, **kwargs):
-        raise AssertionError(f'ran {step.name}')
-
-    monkeypatch.setattr(ablation, 'run_step', no_step)
-    result = run_one(arm, 3, tmp_path, tmp_path)
-    assert result == dict(
+    assert run_one(arm, 3, tmp_path, tmp_path) == dict(
         top1=12.5, top5=50.0, train_s=1.0, test_s=2.0, resumed=True)
     with pytest.raises(AssertionError, match='ran training ResNet-18'):
         run_one(arm, 4, tmp_path, tmp_path)
@@ -199,6 +219,7 @@ def test_a_finished_run_is_read_not_run_again(tmp_path, monkeypatch):
 
 def test_a_finished_dense_run_is_read_and_a_new_one_starts_from_the_classifier(
         tmp_path, monkeypatch):
+    steps = _no_runs(monkeypatch)
     arm = ARMS[0]
     classifier = tmp_path / arm.slug / 'seed0'
     classifier.mkdir(parents=True)
@@ -206,22 +227,16 @@ def test_a_finished_dense_run_is_read_and_a_new_one_starts_from_the_classifier(
     done = tmp_path / 'fpn' / arm.slug / 'seed1'
     done.mkdir(parents=True)
     (done / 'result.json').write_text(json.dumps(dict(miou=40.0)))
-    steps = []
-
-    def no_step(step, *args, **kwargs):
-        steps.append(step)
-        raise AssertionError(f'ran {step.name}')
-
-    monkeypatch.setattr(ablation, 'run_step', no_step)
-    assert run_dense_one(arm, 1, tmp_path, tmp_path) == dict(
-        miou=40.0, resumed=True)
+    assert run_one(
+        arm, 1, tmp_path, tmp_path, dense=True) == dict(
+            miou=40.0, resumed=True)
     with pytest.raises(AssertionError, match='ran training SAEViT-t Semantic'):
-        run_dense_one(arm, 0, tmp_path, tmp_path)
+        run_one(arm, 0, tmp_path, tmp_path, dense=True)
     assert steps[0].args[1] == DEMO_DENSE_CONFIG
     assert f'model.backbone.init_cfg.checkpoint={classifier / "e.pth"}' in \
         steps[0].args
     with pytest.raises(ValueError, match='no dense config'):
-        run_dense_one(ARMS[1], 0, tmp_path, tmp_path)
+        run_one(ARMS[1], 0, tmp_path, tmp_path, dense=True)
 
 
 def test_seed_statistics():
@@ -246,9 +261,7 @@ def test_smoke_sweep_runs_every_arm_and_resumes(tmp_path_factory, tmp_path):
     data = demo_data_root(tmp_path_factory)
     args = [
         'tools/analysis_tools/ablation.py', '--smoke', '--seeds', '0',
-        '--no-progress', '--data', data, '--work-dir', tmp_path,
-        '--img-size', '64', '--batch-size', '2', '--dense-img-size', '128',
-        '--repeats', '1', '--threads', '1'
+        '--data', data, '--work-dir', tmp_path, '--threads', '1'
     ]
     first = run_tool(args, data, timeout=1800)
     report = json.loads((tmp_path / 'smoke' / 'ablation.json').read_text())
@@ -259,7 +272,7 @@ def test_smoke_sweep_runs_every_arm_and_resumes(tmp_path_factory, tmp_path):
     assert (tmp_path / 'smoke' / 'ablation.png').stat().st_size > 0
     tables = (tmp_path / 'smoke' / 'ablation.md').read_text()
     assert '| SAEViT-t |' in tables and 'Semantic FPN' in tables
-    assert '[ablation] classification ResNet-18 seed 0' in first.stdout
+    assert '[ablation] ResNet-18 seed 0' in first.stdout
     dense = report['dense']['arms']
     assert [a['kind'] for a in dense] == ['saevit', 'peer']
     best = max((a for a in report['arms'] if a['kind'] == 'peer'),
@@ -279,24 +292,35 @@ def test_smoke_sweep_runs_every_arm_and_resumes(tmp_path_factory, tmp_path):
 
 def _row(name, kind, values, metric='top1'):
     runs = {i: {metric: v, 'train_s': 60.} for i, v in enumerate(values)}
-    return dict(name=name, kind=kind, params_m=1.0, gflops=0.5,
-                throughput=dict(median=10.0), **ablation.summarize_seeds(
-                    runs, metric))
+    return dict(
+        name=name,
+        kind=kind,
+        params_m=1.0,
+        gflops=0.5,
+        throughput=dict(median=10.0),
+        **ablation.summarize_seeds(runs, metric))
 
 
 def test_tables_compare_every_arm_with_saevit_against_the_seed_spread(
         tmp_path):
     settings = dict(seeds=[0, 1], img_size=224, batch_size=32, threads=2)
     result = dict(
-        command='python tools/analysis_tools/ablation.py', settings=settings,
-        total_s=600., runs_s=6000.,
-        arms=[_row('SAEViT-t', 'saevit', [50., 52.]),
-              _row('no DWSConv', 'ablation', [45., 46.]),
-              _row('ResNet-18', 'peer', [51., 55.])],
-        dense=dict(task='fpn.py', settings=dict(settings, img_size=512,
-                                                batch_size=1),
-                   arms=[_row('SAEViT-t', 'saevit', [40., 41.], 'miou'),
-                         _row('ResNet-18', 'peer', [42., 44.], 'miou')]))
+        command='python tools/analysis_tools/ablation.py',
+        settings=settings,
+        total_s=600.,
+        runs_s=6000.,
+        arms=[
+            _row('SAEViT-t', 'saevit', [50., 52.]),
+            _row('no DWSConv', 'ablation', [45., 46.]),
+            _row('ResNet-18', 'peer', [51., 55.])
+        ],
+        dense=dict(
+            task='fpn.py',
+            settings=dict(settings, img_size=512, batch_size=1),
+            arms=[
+                _row('SAEViT-t', 'saevit', [40., 41.], 'miou'),
+                _row('ResNet-18', 'peer', [42., 44.], 'miou')
+            ]))
     tables = ablation.markdown(result)
     assert '| no DWSConv | 45.5 ± 0.7 | 45.0, 46.0 | -5.5 (beyond the ' \
         'spread) |' in tables
@@ -313,3 +337,14 @@ def test_tables_compare_every_arm_with_saevit_against_the_seed_spread(
     assert '| ResNet-18 | 53.0 ± 2.8 | 51.0, 55.0 | - |' in tables
     assert 'Semantic FPN' not in tables
     ablation.plot(peers_only, tmp_path / 'b.png')
+
+
+def test_report_regenerates_the_committed_tables(tmp_path):
+    """``--report`` reads ``docs/ablation/ablation.json``, an older run."""
+    json_file = tmp_path / 'ablation.json'
+    json_file.write_text((REPO / 'docs/ablation/ablation.json').read_text())
+    ablation.main(['--report', str(json_file)])
+    tables = (tmp_path / 'ablation.md').read_text()
+    assert '| SAEViT-t | 54.3 ± 1.4 | 55.3, 53.3 | reference |' in tables
+    assert 'Semantic FPN' in tables
+    assert (tmp_path / 'ablation.png').stat().st_size > 0

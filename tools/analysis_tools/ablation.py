@@ -1,51 +1,44 @@
-"""Ablation and peer sweep on the demo data.
+"""Ablation and peer sweep on the synthetic demo data.
 
-1. Classification: trains and tests every arm with the classification demo's
-   recipe and budget (``configs/demo/saevit-t_1xb16-5e_demo-in1k-64px.py``:
-   5 epochs, 64 px), each config of ``configs/ablation/`` changing only the
-   backbone (and what its channels force), for several seeds.
+1. Classification: trains and tests every arm with the classification
+   demo's recipe and budget (:data:`DEMO_CONFIG`: 5 epochs, 64 px), each
+   config of ``configs/ablation/`` changing only the backbone (and what its
+   channels force), for several seeds.
 2. Dense: fine-tunes and tests the Semantic FPN demo
-   (``configs/demo/fpn_saevit-t_1xb4-800_demo-ade20k-128x128.py``: 800
-   iterations, 128 px crops) from each seed's classifier of SAEViT-t and of
-   the peer with the best mean top-1 (or ``--dense-peer``); the peers'
-   configs change only the backbone and the neck's input widths.
+   (:data:`DEMO_DENSE_CONFIG`) from each seed's classifier of SAEViT-t and
+   of the peer with the best mean top-1 (or ``--dense-peer``).
 3. Measures every model's parameters, FLOPs and throughput in one process,
-   interleaved (classifiers at 224², segmenters at 512²).
+   interleaved (``benchmark.measure``: classifiers at batch 32 and 224²,
+   segmenters at batch 1 and 512²; ``--smoke``: 64² and 128², one round).
 
-Writes ``ablation.json``, ``ablation.png`` (each task's metric, mean and
-range over seeds, against throughput and FLOPs) and ``ablation.md`` (the
-tables, as the README shows them). A finished run leaves a
+Writes ``ablation.json``, ``ablation.md`` (the tables) and ``ablation.png``
+(each task's metric against throughput and FLOPs). A finished run leaves
 ``result.json`` in its work directory (``<work-dir>/<arm>/seed<k>``,
-``<work-dir>/fpn/<arm>/seed<k>``); running the command again skips those, so
-an interrupted sweep resumes where it stopped.
+``<work-dir>/fpn/<arm>/seed<k>``), which the next invocation reads instead
+of training again, so an interrupted sweep resumes. ``--report`` rewrites
+the ``.md`` and ``.png`` beside an existing ``ablation.json``.
 
 Examples::
 
     python tools/analysis_tools/ablation.py                  # full sweep
     python tools/analysis_tools/ablation.py --arms SAEViT-t ResNet-18
     python tools/analysis_tools/ablation.py --smoke --seeds 0  # minutes
+    python tools/analysis_tools/ablation.py --report docs/ablation/x.json
 """
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
+from benchmark import measure
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tools'))  # demo_steps, next to the demo
-
-from ablation_report import (markdown, plot, summarize_seeds,  # noqa: E402
-                             table_lines)
-from demo_steps import (Step, last_checkpoint, read_test_metrics,  # noqa: E402
-                        run_step)
-
-__all__ = [
-    'Arm', 'ARMS', 'select_arms', 'choose_dense_arms', 'run_one', 'markdown',
-    'plot', 'summarize_seeds',
-    'run_dense_one', 'run_sweep', 'measure_configs'
-]
+from demo_steps import Step, run_lanes, run_step, train_test  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -71,38 +64,30 @@ class Arm:
 
 DEMO_CONFIG = 'configs/demo/saevit-t_1xb16-5e_demo-in1k-64px.py'
 DEMO_DENSE_CONFIG = 'configs/demo/fpn_saevit-t_1xb4-800_demo-ade20k-128x128.py'
-_DENSE_SUFFIX = '_1xb4-800_demo-ade20k-128x128.py'
+_CLS = '_1xb16-5e_demo-in1k-64px.py'
+_DENSE = '_1xb4-800_demo-ade20k-128x128.py'
 ARMS = (
     Arm('SAEViT-t', DEMO_CONFIG, 'saevit', DEMO_DENSE_CONFIG),
-    Arm('SAA -> full attention',
-        'configs/ablation/saevit-t-mhsa_1xb16-5e_demo-in1k-64px.py',
+    Arm('SAA -> full attention', f'configs/ablation/saevit-t-mhsa{_CLS}',
         'ablation'),
-    Arm('CIFFN -> plain FFN',
-        'configs/ablation/saevit-t-ffn_1xb16-5e_demo-in1k-64px.py',
+    Arm('CIFFN -> plain FFN', f'configs/ablation/saevit-t-ffn{_CLS}',
         'ablation'),
     Arm('CIFFN without redistribution',
-        'configs/ablation/saevit-t-ciffn-noshuffle_1xb16-5e_demo-in1k-64px.py',
-        'ablation'),
+        f'configs/ablation/saevit-t-ciffn-noshuffle{_CLS}', 'ablation'),
     Arm('SAA recovery norm LN2d -> BN',
-        'configs/ablation/saevit-t-bnrecovery_1xb16-5e_demo-in1k-64px.py',
-        'ablation'),
-    Arm('no DWSConv',
-        'configs/ablation/saevit-t-nodws_1xb16-5e_demo-in1k-64px.py',
-        'ablation'),
-    Arm('EdgeNeXt-xsmall',
-        'configs/ablation/edgenext-xsmall_1xb16-5e_demo-in1k-64px.py', 'peer',
-        f'configs/ablation/fpn_edgenext-xsmall{_DENSE_SUFFIX}'),
-    Arm('MobileViT-x_small',
-        'configs/ablation/mobilevit-xsmall_1xb16-5e_demo-in1k-64px.py', 'peer',
-        f'configs/ablation/fpn_mobilevit-xsmall{_DENSE_SUFFIX}'),
-    Arm('ResNet-18', 'configs/ablation/resnet18_1xb16-5e_demo-in1k-64px.py',
-        'peer', f'configs/ablation/fpn_resnet18{_DENSE_SUFFIX}'),
+        f'configs/ablation/saevit-t-bnrecovery{_CLS}', 'ablation'),
+    Arm('no DWSConv', f'configs/ablation/saevit-t-nodws{_CLS}', 'ablation'),
+    Arm('EdgeNeXt-xsmall', f'configs/ablation/edgenext-xsmall{_CLS}', 'peer',
+        f'configs/ablation/fpn_edgenext-xsmall{_DENSE}'),
+    Arm('MobileViT-x_small', f'configs/ablation/mobilevit-xsmall{_CLS}',
+        'peer', f'configs/ablation/fpn_mobilevit-xsmall{_DENSE}'),
+    Arm('ResNet-18', f'configs/ablation/resnet18{_CLS}', 'peer',
+        f'configs/ablation/fpn_resnet18{_DENSE}'),
 )
 
-_NO_WORKERS = tuple(
-    f'{loader}_dataloader.{key}'
-    for loader in ('train', 'val', 'test')
-    for key in ('num_workers=0', 'persistent_workers=False'))
+_NO_WORKERS = tuple(f'{loader}_dataloader.{key}'
+                    for loader in ('train', 'val', 'test')
+                    for key in ('num_workers=0', 'persistent_workers=False'))
 #: ``--smoke``, classification: one epoch of 8 iterations (enough for the
 #: quarter-epoch warm-up to span 2), to check that every arm runs.
 SMOKE_OPTIONS = (
@@ -122,6 +107,11 @@ DENSE_SMOKE_OPTIONS = (
     'test_dataloader.dataset.indices=8',
     'val_dataloader.dataset.indices=8',
 ) + _NO_WORKERS
+#: result key -> test metric, per task (classification, dense)
+METRICS = {
+    False: dict(top1='accuracy/top1', top5='accuracy/top5'),
+    True: dict(miou='mIoU', macc='mAcc', aacc='aAcc'),
+}
 
 
 def select_arms(names: Optional[Sequence[str]]) -> List[Arm]:
@@ -149,117 +139,66 @@ def choose_dense_arms(arms: Sequence[Arm],
                            f'{[a.name for a in ARMS if a.kind == "peer"]}')
         return saevit + chosen
     peers = [a for a in arms if a.kind == 'peer']
-    if not peers:
-        return saevit
-    return saevit + [max(peers, key=lambda a: top1_mean[a.name])]
+    return saevit + [max(peers, key=lambda a: top1_mean[a.name])
+                     ] if peers else saevit
 
 
-def _cached(result_file: Path, compute: Callable[[], Dict]) -> Dict:
-    """``result_file``'s result if it exists, else ``compute()``'s, saved
-    there; ``resumed`` says which."""
-    if result_file.exists():
-        return dict(json.loads(result_file.read_text()), resumed=True)
-    result = compute()
-    result_file.write_text(json.dumps(result, indent=2))
-    return dict(result, resumed=False)
+def run_one(arm: Arm,
+            seed: int,
+            work_dir: Path,
+            data_root: Path,
+            options: Sequence[str] = (),
+            dense: bool = False) -> Dict[str, float]:
+    """Train and test one arm with one seed, or read its finished result.
 
-
-def _train_and_test(name: str, config: str, out: Path, seed: int,
-                    data_root: Path, options: Sequence[str]) -> Dict:
-    """``tools/train.py`` then ``tools/test.py`` on the last checkpoint;
-    the test metrics and both steps' seconds."""
-    env = dict(SAEVIT_DEMO_DATA=str(data_root))
-    cfg_options = ['--cfg-options', f'randomness.seed={seed}', *options]
-    train = run_step(
-        Step(f'training {name} (seed {seed})',
-             ['tools/train.py', config, '--work-dir', out, *cfg_options],
-             out / 'train.log', env=env))
-    test = run_step(
-        Step(f'testing {name} (seed {seed})', [
-            'tools/test.py', config,
-            last_checkpoint(out), '--work-dir', out, *cfg_options
-        ], out / 'test.log', env=env))
-    return dict(
-        metrics=read_test_metrics(out),
-        train_s=train.seconds,
-        test_s=test.seconds)
-
-
-def run_one(arm: Arm, seed: int, work_dir: Path, data_root: Path,
-            options: Sequence[str] = ()) -> Dict[str, float]:
-    """Train and test one arm's classifier with one seed, or read its
-    finished result.
+    With ``dense``, the arm's Semantic FPN, fine-tuned from its classifier
+    of the same seed (trained first).
 
     Returns:
-        ``top1``, ``top5`` (%), ``train_s``, ``test_s`` and ``resumed``
-        (True when the result was already there).
+        The test metrics (%: ``top1``, ``top5``; dense: ``miou``, ``macc``,
+        ``aacc`` and the classifier ``checkpoint``), ``train_s``,
+        ``test_s`` and ``resumed`` (True when the result was read).
     """
-    out = work_dir / arm.slug / f'seed{seed}'
-
-    def compute() -> Dict:
-        run = _train_and_test(arm.name, arm.config, out, seed, data_root,
-                              options)
-        return dict(
-            top1=float(run['metrics']['accuracy/top1']),
-            top5=float(run['metrics']['accuracy/top5']),
-            train_s=run['train_s'],
-            test_s=run['test_s'])
-
-    return _cached(out / 'result.json', compute)
-
-
-def run_dense_one(arm: Arm, seed: int, work_dir: Path, data_root: Path,
-                  options: Sequence[str] = ()) -> Dict[str, float]:
-    """Fine-tune and test the arm's Semantic FPN from its classifier of the
-    same seed (trained by :func:`run_one`), or read the finished result.
-
-    Returns:
-        ``miou``, ``macc``, ``aacc`` (%), ``train_s``, ``test_s``,
-        ``checkpoint`` (the classifier it started from) and ``resumed``.
-    """
-    if arm.dense_config is None:
+    config = arm.dense_config if dense else arm.config
+    if config is None:
         raise ValueError(f'{arm.name} has no dense config; arms with one: '
                          f'{[a.name for a in ARMS if a.dense_config]}')
-    out = work_dir / 'fpn' / arm.slug / f'seed{seed}'
-
-    def compute() -> Dict:
-        classifier = last_checkpoint(work_dir / arm.slug / f'seed{seed}')
-        run = _train_and_test(
-            f'{arm.name} Semantic FPN', arm.dense_config, out, seed,
-            data_root,
-            [*options, f'model.backbone.init_cfg.checkpoint={classifier}'])
-        metrics = run['metrics']
-        return dict(
-            miou=float(metrics['mIoU']),
-            macc=float(metrics['mAcc']),
-            aacc=float(metrics['aAcc']),
-            train_s=run['train_s'],
-            test_s=run['test_s'],
-            checkpoint=str(classifier))
-
-    return _cached(out / 'result.json', compute)
+    classifier = work_dir / arm.slug / f'seed{seed}'
+    out = work_dir / 'fpn' / arm.slug / f'seed{seed}' if dense else classifier
+    if (out / 'result.json').exists():
+        result = json.loads((out / 'result.json').read_text())
+        return dict(result, resumed=True)
+    result, options = {}, [f'randomness.seed={seed}', *options]
+    if dense:
+        result['checkpoint'] = (classifier /
+                                'last_checkpoint').read_text().strip()
+        options.append(f'model.backbone.init_cfg.checkpoint='
+                       f'{result["checkpoint"]}')
+    name = f'{arm.name}{" Semantic FPN" if dense else ""} (seed {seed})'
+    lane = train_test(name, config, out, options,
+                      dict(SAEVIT_DEMO_DATA=str(data_root)))
+    train, test, metrics = run_lanes(dict(run=lane))['run']
+    result.update({
+        k: float(metrics[m])
+        for k, m in METRICS[dense].items()
+    },
+                  train_s=train.seconds,
+                  test_s=test.seconds)
+    (out / 'result.json').write_text(json.dumps(result, indent=2))
+    return dict(result, resumed=False)
 
 
 def run_sweep(arms: Sequence[Arm],
               seeds: Sequence[int],
               run: Callable[[Arm, int], Dict],
-              what: str = '',
-              progress: Optional[object] = None) -> Dict[str, Dict]:
+              log: Callable[[str], None] = print) -> Dict[str, Dict]:
     """``run(arm, seed)`` for every pair, in seed-major order (so a partial
     sweep has every arm's first seed before any second seed)."""
     results: Dict[str, Dict] = {arm.name: {} for arm in arms}
-    task = progress.add_task(what, total=len(arms) * len(seeds)) \
-        if progress else None
     for seed in seeds:
         for arm in arms:
-            label = f'{what} {arm.name} seed {seed}'.strip()
-            if progress:
-                progress.update(task, description=label)
-            else:
-                print(f'[ablation] {label} ...', flush=True)
+            log(f'[ablation] {arm.name} seed {seed} ...')
             results[arm.name][seed] = run(arm, seed)
-            if progress:
-                progress.advance(task)
     return results
 
 
@@ -274,43 +213,129 @@ def build_model(config: str):
     return model
 
 
-def build_arm_model(arm: Arm):
-    """The arm's classifier, built from its config (eval mode)."""
-    return build_model(arm.config)
+def summarize_seeds(runs: Mapping[int, Mapping[str, float]],
+                    metric: str = 'top1') -> Dict[str, object]:
+    """Mean, sample standard deviation and range of ``metric`` over seeds,
+    with each seed's value and training time."""
+    seeds = sorted(runs)
+    values = [runs[s][metric] for s in seeds]
+    return {
+        'seeds': seeds,
+        metric: values,
+        f'{metric}_mean': statistics.mean(values),
+        f'{metric}_std': statistics.stdev(values) if len(values) > 1 else 0.,
+        f'{metric}_min': min(values),
+        f'{metric}_max': max(values),
+        'train_s': [runs[s]['train_s'] for s in seeds],
+    }
 
 
-def measure_configs(configs: Mapping[str, str],
-                    img_size: int = 224,
-                    batch_size: int = 32,
-                    repeats: int = 5) -> Dict[str, Dict]:
-    """Params, FLOPs (one counter for all) and throughput of each config's
-    model (``model(x)``: logits of a classifier, a segmenter's
-    per-pixel logits) at ``img_size``, timed interleaved in this process."""
-    import torch
-    from benchmark_utils.timing import interleave, summarize, time_per_call
+def _versus(row: Mapping, ref: Optional[Mapping], metric: str) -> str:
+    """Difference of means to ``ref`` and whether the seed ranges overlap
+    (with this few seeds, disjoint ranges are the honest bar for "beyond
+    the spread")."""
+    if ref is None:
+        return '-'
+    if row is ref:
+        return 'reference'
+    delta = row[f'{metric}_mean'] - ref[f'{metric}_mean']
+    apart = (
+        row[f'{metric}_min'] > ref[f'{metric}_max']
+        or row[f'{metric}_max'] < ref[f'{metric}_min'])
+    return f'{delta:+.1f} ({"beyond" if apart else "within"} the spread)'
 
-    from saevit_mm.models.utils import count_complexity
-    device = torch.device('cpu')
-    x = torch.randn(batch_size, 3, img_size, img_size)
-    models = {name: build_model(config) for name, config in configs.items()}
-    rows: Dict[str, Dict] = {}
-    for name, model in models.items():
-        counted = count_complexity(model, (3, img_size, img_size))
-        rows[name] = dict(
-            params_m=counted['params'] / 1e6, gflops=counted['flops'] / 1e9)
 
-    def task(model):
+def _table(rows: Sequence[Mapping], metric: str, label: str,
+           settings: Mapping) -> List[str]:
+    ref = next((r for r in rows if r['kind'] == 'saevit'), None)
+    size, batch = settings['img_size'], settings['batch_size']
+    lines = [
+        f'| arm | {label}: mean ± std | per seed | vs SAEViT-t | params (M) '
+        f'| GFLOPs @ {size}² | img/s (batch {batch}, {size}²) |',
+        '|---|---:|---|---|---:|---:|---:|'
+    ]
+    for row in rows:
+        seeds = ', '.join(f'{v:.1f}' for v in row[metric])
+        lines.append(
+            f'| {row["name"]} | {row[metric + "_mean"]:.1f} ± '
+            f'{row[metric + "_std"]:.1f} | {seeds} | '
+            f'{_versus(row, ref, metric)} | {row["params_m"]:.2f} | '
+            f'{row["gflops"]:.3f} | {row["throughput"]["median"]:.1f} |')
+    return lines
 
-        def run() -> float:
-            with torch.no_grad():
-                return batch_size / time_per_call(lambda: model(x), device, 1)
 
-        return run
+def markdown(result: Mapping) -> str:
+    """The tables, one per task, from an ``ablation.json``."""
+    lines = [
+        'Classification on the synthetic demo data (top-1 %; throughput '
+        'measured in one process, interleaved, '
+        f'{result["settings"]["threads"]} threads):', ''
+    ]
+    lines += _table(result['arms'], 'top1', 'top-1', result['settings'])
+    dense = result.get('dense', {})
+    if dense.get('arms'):
+        lines += [
+            '', 'Semantic FPN fine-tuned from each seed\'s classifier '
+            f'(synthetic demo data, mIoU %; `{dense["task"]}`; segmenters '
+            'timed whole):', ''
+        ]
+        lines += _table(dense['arms'], 'miou', 'mIoU', dense['settings'])
+    lines += [
+        '', f'`{result["command"]}`: {result["total_s"] / 60:.0f} min in its '
+        f'last invocation, {result["runs_s"] / 60:.0f} min of training and '
+        'testing over all runs.'
+    ]
+    return '\n'.join(lines) + '\n'
 
-    timed = interleave({n: task(m) for n, m in models.items()}, repeats)
-    for name, values in timed.items():
-        rows[name]['throughput'] = summarize(values).to_dict()
-    return rows
+
+def plot(result: Mapping, path: Path) -> None:
+    """One row per task: its metric (mean and seed range) against
+    throughput and against FLOPs."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    tasks = [(result, 'top1', 'classification, top-1 %')]
+    if result.get('dense', {}).get('arms'):
+        tasks.append((result['dense'], 'miou', 'Semantic FPN, mIoU %'))
+    fig, axes = plt.subplots(
+        len(tasks), 2, figsize=(13, 5 * len(tasks)), squeeze=False)
+    colors = dict(saevit='tab:red', ablation='tab:orange', peer='tab:blue')
+    for row_axes, (part, metric, label) in zip(axes, tasks):
+        s = part['settings']
+        for row in part['arms']:
+            y = row[f'{metric}_mean']
+            yerr = [[y - row[f'{metric}_min']], [row[f'{metric}_max'] - y]]
+            for ax, x in zip(row_axes,
+                             (row['throughput']['median'], row['gflops'])):
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=yerr,
+                    fmt='o',
+                    capsize=3,
+                    color=colors[row['kind']])
+                ax.annotate(
+                    row['name'], (x, y),
+                    xytext=(6, 4),
+                    fontsize=8,
+                    textcoords='offset points')
+        row_axes[0].set_xlabel(f'img/s, batch {s["batch_size"]} @ '
+                               f'{s["img_size"]}² ({s["threads"]} threads)')
+        row_axes[1].set_xlabel(f'GFLOPs (multiply-adds) @ {s["img_size"]}²')
+        for ax in row_axes:
+            ax.set_ylabel(f'{label}, mean and range over '
+                          f'{len(s["seeds"])} seeds')
+            ax.set_title(f'Synthetic demo data: {label.split(",")[0]}')
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(result: Mapping, out: Path) -> None:
+    """``ablation.md`` and ``ablation.png`` of ``result`` in ``out``."""
+    (out / 'ablation.md').write_text(markdown(result))
+    plot(result, out / 'ablation.png')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -322,10 +347,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--work-dir', type=Path, default=Path('work_dirs/ablation'))
     parser.add_argument(
-        '--data', type=Path, default=Path('data/demo'),
+        '--data',
+        type=Path,
+        default=Path('data/demo'),
         help='demo data root (generated there when missing)')
     parser.add_argument(
-        '--smoke', action='store_true',
+        '--smoke',
+        action='store_true',
         help='one epoch on 32 images per classifier, 4 iterations per '
         'segmenter: checks that every arm runs')
     parser.add_argument(
@@ -334,15 +362,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         'the peer with the best mean top-1)')
     parser.add_argument(
         '--no-dense', action='store_true', help='skip the dense task')
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument(
-        '--dense-img-size', type=int, default=512,
-        help='input size at which the segmenters are timed')
-    parser.add_argument('--dense-batch-size', type=int, default=1)
-    parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--threads', type=int, help='torch threads (timing)')
-    parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument(
+        '--no-progress', action='store_true', help='no progress lines')
+    parser.add_argument(
+        '--report',
+        type=Path,
+        metavar='JSON',
+        help='only rewrite ablation.md and .png beside this ablation.json')
     args = parser.parse_args(argv)
     try:
         args.arm_list = select_arms(args.arms)
@@ -358,102 +385,100 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _rows(arms: Sequence[Arm], runs: Mapping[str, Dict], metric: str,
-          measured: Mapping[str, Dict], config_key: str) -> List[Dict]:
+def _measured(arms: Sequence[Arm], runs: Mapping[str, Dict], dense: bool,
+              settings: Dict) -> List[Dict]:
+    """One row per arm: the seed statistics and :func:`benchmark.measure`
+    of its model."""
+    import torch
+    size = settings['img_size']
+    configs = {a.name: a.dense_config if dense else a.config for a in arms}
+    measured = measure({
+        n: build_model(c)
+        for n, c in configs.items()
+    }, torch.randn(settings['batch_size'], 3, size, size), settings['repeats'])
+    metric = next(iter(METRICS[dense]))
     return [
-        dict(name=arm.name, config=getattr(arm, config_key), kind=arm.kind,
-             **summarize_seeds(runs[arm.name], metric), **measured[arm.name])
-        for arm in arms
+        dict(
+            name=arm.name,
+            config=configs[arm.name],
+            kind=arm.kind,
+            **summarize_seeds(runs[arm.name], metric),
+            **measured[arm.name]) for arm in arms
     ]
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.report:
+        write_report(json.loads(args.report.read_text()), args.report.parent)
+        return
     start = time.time()
     work_dir = args.work_dir.resolve()  # the runs start in the repository
-    if args.smoke:
-        work_dir = work_dir / 'smoke'
+    work_dir = work_dir / 'smoke' if args.smoke else work_dir
     data_root = args.data.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     if not (data_root / 'imagenet').is_dir():
-        run_step(Step('generating the demo data',
-                      ['tools/misc/make_demo_data.py', '--out', data_root],
-                      work_dir / 'data.log'))
-    options = SMOKE_OPTIONS if args.smoke else ()
-    dense_options = DENSE_SMOKE_OPTIONS if args.smoke else ()
+        run_step(
+            Step('generating the demo data',
+                 ['tools/misc/make_demo_data.py', '--out', data_root],
+                 work_dir / 'data.log'))
+    log = (lambda line: None) if args.no_progress else print
 
-    def sweeps(progress=None):
-        runs = run_sweep(
-            args.arm_list, args.seeds,
-            lambda arm, seed: run_one(arm, seed, work_dir, data_root,
-                                      options), 'classification', progress)
-        if args.no_dense:
-            return runs, [], {}
-        top1 = {
-            name: summarize_seeds(by_seed)['top1_mean']
-            for name, by_seed in runs.items()
-        }
-        dense_arms = choose_dense_arms(args.arm_list, top1, args.dense_peer)
-        dense = run_sweep(
-            dense_arms, args.seeds,
-            lambda arm, seed: run_dense_one(arm, seed, work_dir, data_root,
-                                            dense_options), 'Semantic FPN',
-            progress)
-        return runs, dense_arms, dense
+    def sweep(arms: Sequence[Arm], dense: bool) -> Dict[str, Dict]:
+        options = (DENSE_SMOKE_OPTIONS
+                   if dense else SMOKE_OPTIONS) if args.smoke else ()
+        return run_sweep(
+            arms, args.seeds, lambda arm, seed: run_one(
+                arm, seed, work_dir, data_root, options, dense), log)
 
-    if args.no_progress:
-        runs, dense_arms, dense = sweeps()
-    else:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
-                                   TextColumn, TimeElapsedColumn)
-        with Progress(
-                TextColumn('{task.description:<44}'), BarColumn(),
-                MofNCompleteColumn(), TimeElapsedColumn()) as progress:
-            runs, dense_arms, dense = sweeps(progress)
+    runs = sweep(args.arm_list, False)
+    dense_arms = [] if args.no_dense else choose_dense_arms(
+        args.arm_list, {
+            name: summarize_seeds(r)['top1_mean']
+            for name, r in runs.items()
+        }, args.dense_peer)
+    dense = sweep(dense_arms, True)
     sweep_s = time.time() - start
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    measured = measure_configs({a.name: a.config for a in args.arm_list},
-                               args.img_size, args.batch_size, args.repeats)
-    arms = _rows(args.arm_list, runs, 'top1', measured, 'config')
-    dense_measured = measure_configs(
-        {a.name: a.dense_config for a in dense_arms}, args.dense_img_size,
-        args.dense_batch_size, args.repeats) if dense_arms else {}
-    dense_rows = _rows(dense_arms, dense, 'miou', dense_measured,
-                       'dense_config')
-    every_run = [r for by_arm in (runs, dense) for by_seed in by_arm.values()
-                 for r in by_seed.values()]
+    settings = dict(
+        seeds=list(args.seeds),
+        repeats=1 if args.smoke else 5,
+        threads=torch.get_num_threads())
+    timing = [
+        dict(img_size=64, batch_size=2),
+        dict(img_size=128, batch_size=1)
+    ] if args.smoke else [
+        dict(img_size=224, batch_size=32),
+        dict(img_size=512, batch_size=1)
+    ]
+    every_run = [
+        r for by_arm in (runs, dense) for by_seed in by_arm.values()
+        for r in by_seed.values()
+    ]
     result = dict(
         command=' '.join(['python', 'tools/analysis_tools/ablation.py'] +
                          list(sys.argv[1:] if argv is None else argv)),
-        settings=dict(
-            seeds=list(args.seeds), smoke=args.smoke, img_size=args.img_size,
-            batch_size=args.batch_size, repeats=args.repeats,
-            threads=threads),
+        settings=dict(settings, smoke=args.smoke, **timing[0]),
         # this invocation (a resumed sweep skips finished runs) and the
         # training + testing time of every run, wherever it was done
         sweep_s=round(sweep_s, 1),
         runs_s=round(sum(r['train_s'] + r['test_s'] for r in every_run), 1),
-        arms=arms)
-    if dense_rows:
+        arms=_measured(args.arm_list, runs, False, dict(settings,
+                                                        **timing[0])))
+    if dense_arms:
+        dense_settings = dict(settings, **timing[1])
         result['dense'] = dict(
             task=DEMO_DENSE_CONFIG,
             peer_choice=args.dense_peer or 'best mean top-1 among the peers',
-            settings=dict(
-                seeds=list(args.seeds), img_size=args.dense_img_size,
-                batch_size=args.dense_batch_size, repeats=args.repeats,
-                threads=threads),
-            arms=dense_rows)
+            settings=dense_settings,
+            arms=_measured(dense_arms, dense, True, dense_settings))
     result['total_s'] = round(time.time() - start, 1)
     (work_dir / 'ablation.json').write_text(json.dumps(result, indent=2))
-    plot(result, work_dir / 'ablation.png')
-    (work_dir / 'ablation.md').write_text(markdown(result))
-    print('\n'.join(table_lines(arms, 'top1', 'top-1 mean')))
-    if dense_rows:
-        print('\n'.join(table_lines(dense_rows, 'miou', 'mIoU mean')))
-    print(f'wrote ablation.json, .png and .md to {work_dir} '
+    write_report(result, work_dir)
+    print(markdown(result))
+    print(f'wrote ablation.json, .md and .png to {work_dir} '
           f'({result["total_s"] / 60:.1f} min; all runs '
           f'{result["runs_s"] / 60:.1f} min)')
 
