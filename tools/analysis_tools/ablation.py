@@ -305,20 +305,11 @@ def plot(result: Mapping, path: Path) -> None:
         for row in part['arms']:
             y = row[f'{metric}_mean']
             yerr = [[y - row[f'{metric}_min']], [row[f'{metric}_max'] - y]]
+            color = colors[row['kind']]
             for ax, x in zip(row_axes,
                              (row['throughput']['median'], row['gflops'])):
-                ax.errorbar(
-                    x,
-                    y,
-                    yerr=yerr,
-                    fmt='o',
-                    capsize=3,
-                    color=colors[row['kind']])
-                ax.annotate(
-                    row['name'], (x, y),
-                    xytext=(6, 4),
-                    fontsize=8,
-                    textcoords='offset points')
+                ax.errorbar(x, y, yerr, fmt='o', color=color, capsize=3)
+                ax.text(x, y, '  ' + row['name'], fontsize=8)
         row_axes[0].set_xlabel(f'img/s, batch {s["batch_size"]} @ '
                                f'{s["img_size"]}² ({s["threads"]} threads)')
         row_axes[1].set_xlabel(f'GFLOPs (multiply-adds) @ {s["img_size"]}²')

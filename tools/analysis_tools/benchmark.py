@@ -80,7 +80,8 @@ MODELS = {
 #: dense_sizes, dense_repeats: backbone latency at batch 1
 PRESETS = dict(default=dict(img_size=224, batch_size=32, repeats=5,
                             latency_iters=10, dense_repeats=3,
-                            dense_sizes=((512, 512), (800, 1333), (1024, 2048))))
+                            dense_sizes=((512, 512), (800, 1333),
+                                         (1024, 2048))))
 PRESETS.update(
     quick=dict(PRESETS['default'], repeats=3, latency_iters=5,
                dense_sizes=((512, 512), ), dense_repeats=2),
@@ -382,11 +383,7 @@ def plot(result: Dict, path: Path) -> None:
                 ms=13 if ours else 7,
                 color=color,
                 mfc=hollow)
-            ax.annotate(
-                row['name'],
-                xy, (5, 3),
-                textcoords='offset points',
-                fontsize=7)
+            ax.text(*xy, '  ' + row['name'], fontsize=7)
     s, m = result['settings'], result['machine']
     rate = f'img/s, batch {s["batch_size"]} @ {s["img_size"]}², {m["device"]}'
     axes[0].set(

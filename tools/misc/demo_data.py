@@ -367,31 +367,23 @@ def write_coco(root: Path, seed: int, spec: SplitSpec) -> None:
         images, annotations = [], []
         for i, rng, h, w in _images(seed, 'det', split, count, spec):
             image_id = i + 1 + (1_000_000 if split == 'val' else 0)
+            name = f'{image_id:012d}.jpg'
             scene = multi_object_scene(rng, h, w)
-            images.append(
-                dict(
-                    id=image_id,
-                    file_name=f'{image_id:012d}.jpg',
-                    height=h,
-                    width=w))
-            _write(root / f'{split}2017' / images[-1]['file_name'],
-                   _encode('.jpg', scene.image))
+            _write(root / f'{split}2017' / name, _encode('.jpg', scene.image))
+            images.append(dict(id=image_id, file_name=name, height=h, width=w))
             for k, kind in enumerate(scene.kinds):
                 ys, xs = np.nonzero(scene.owner == k)
                 x, y = int(xs.min()), int(ys.min())
+                box = [x, y, int(xs.max()) + 1 - x, int(ys.max()) + 1 - y]
                 annotations.append(
                     dict(
                         id=len(annotations) + 1,
                         image_id=image_id,
+                        bbox=box,
                         category_id=DET_CLASSES.index(kind) + 1,
-                        segmentation=mask_to_polygons(scene.owner == k),
-                        area=len(xs),
                         iscrowd=0,
-                        bbox=[
-                            x, y,
-                            int(xs.max()) + 1 - x,
-                            int(ys.max()) + 1 - y
-                        ]))
+                        segmentation=mask_to_polygons(scene.owner == k),
+                        area=len(xs)))
         data = dict(
             info=dict(description='saevit_mm synthetic demo data'),
             licenses=[],
