@@ -1,4 +1,5 @@
 """Every shipped config loads, builds its model and runs a forward pass."""
+import ast
 import re
 from pathlib import Path
 
@@ -10,9 +11,12 @@ from mmengine.config import Config
 from saevit_mm.engine.cli import load_config, train_parser
 from saevit_mm.models import SAEViT
 
-# configs/ablation holds the sweep's arms, peers included: test_ablation.py
-ALL_CONFIGS = sorted(p for p in CONFIGS.glob('*/*.py')
-                     if p.parent.name != 'ablation')
+# configs/ablation holds the sweep's arms, peers included: test_ablation.py;
+# configs/_base_/{models,datasets,schedules} the parts the configs share.
+ALL_CONFIGS = sorted(
+    p for p in CONFIGS.glob('*/*.py')
+    if p.parent.name not in ('ablation', '_base_'))
+BASE_FILES = sorted((CONFIGS / '_base_').rglob('*.py'))
 HOSTS = dict(mmpretrain='cls', mmdet='det', mmseg='seg')
 
 
@@ -33,10 +37,35 @@ def test_every_task_folder_has_configs():
     assert {'cls', 'det', 'seg', 'demo'} <= folders
 
 
+def test_config_files_are_offline():
+    for path in sorted(CONFIGS.rglob('*.py')):
+        text = path.read_text()
+        assert 'http://' not in text and 'https://' not in text, path
+
+
+def _local_bases(path: Path):
+    """The files of this repository a config's ``_base_`` names."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+                getattr(t, 'id', None) == '_base_' for t in node.targets):
+            bases = ast.literal_eval(node.value)
+            for base in [bases] if isinstance(bases, str) else bases:
+                if '::' not in base:
+                    yield (path.parent / base).resolve()
+
+
+def test_every_base_file_exists_and_is_used():
+    named = {
+        base
+        for path in CONFIGS.rglob('*.py')
+        for base in _local_bases(path)
+    }
+    assert all(base.exists() for base in named), named
+    assert {p.resolve() for p in BASE_FILES} <= named
+
+
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=lambda p: p.stem)
-def test_config_is_offline_and_uses_saevit(path):
-    text = path.read_text()
-    assert 'http://' not in text and 'https://' not in text
+def test_config_uses_saevit(path):
     cfg = Config.fromfile(str(path))
     assert cfg.custom_imports == dict(
         imports=['saevit_mm'], allow_failed_imports=False)
@@ -233,13 +262,40 @@ def _without(pipeline, types):
     return [step for step in pipeline if step['type'] not in types]
 
 
-@pytest.mark.parametrize(
-    'path', sorted((CONFIGS / 'demo').glob('*.py')), ids=lambda p: p.stem)
+DEMOS = sorted((CONFIGS / 'demo').glob('*.py'))
+#: ``demo-in1k``, ``demo-coco``, ``demo-ade20k``: the layout of the data
+LAYOUTS = dict(in1k='ImageNet', coco='COCO', ade20k='ADE20K')
+
+
+def _real_config(demo: Path) -> Path:
+    """The config a demo's header names: ``# Demo: configs/<task>/<name>.py
+    on synthetic data.``"""
+    match = re.match(r'# Demo: configs/(\S+\.py) on synthetic',
+                     demo.read_text())
+    assert match, f'{demo.name}: the header names no real config'
+    return CONFIGS / match[1]
+
+
+@pytest.mark.parametrize('path', DEMOS, ids=lambda p: p.stem)
+def test_demo_header_says_the_data_is_synthetic(path):
+    """``demo-in1k`` and the like name the layout of the generated data, not
+    a subset of the real dataset; every demo header says so."""
+    header = ' '.join(line[1:].strip()
+                      for line in path.read_text().splitlines()
+                      if line.startswith('#'))
+    layout = re.search(r'_demo-(in1k|coco|ade20k)', path.name)[1]
+    assert f'"demo-{layout}" names the layout' in header
+    assert 'tools/misc/make_demo_data.py' in header
+    assert f'in the {LAYOUTS[layout]} layout' in header
+    assert 'not a subset of' in header
+    assert _real_config(path).exists()
+
+
+@pytest.mark.parametrize('path', DEMOS, ids=lambda p: p.stem)
 def test_demo_changes_only_data_scale_schedule_and_norm(path):
     """The demo runs the real recipe, but for what the list above names."""
     demo = Config.fromfile(str(path))
-    base_name = re.search(r"_base_ = '\.\./(.*?)'", path.read_text())[1]
-    real = Config.fromfile(str(CONFIGS / base_name))
+    real = Config.fromfile(str(_real_config(path)))
     rules = DEMO_MAY_CHANGE
     if demo.default_scope == 'mmpretrain':
         rules = rules + CLS_DEMO_MAY_CHANGE
