@@ -23,7 +23,6 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from saevit_mm.registry import register_model
 from ..layers import SAEViTStage, SparselyAggregatedAttention
@@ -32,6 +31,7 @@ from ..layers.saa import check_max_delegates
 from ..layers.stem import ConvStem
 from ..utils.backbone_utils import (NORM_LAYERS, check_frozen_stages,
                                     freeze_module, normalize_out_indices,
+                                    normalizes_with_local_batch,
                                     set_norm_eval)
 from ..utils.checkpoint import check_pretrained_state_dict
 
@@ -351,10 +351,9 @@ class SAEViT(BaseModule):
             *self.stages[last].modules(),
             *getattr(self, f'norm{last}').modules()
         ]
-        # SyncBN counts the values of every process and checks the sum itself
-        if any(
-                isinstance(m, _BatchNorm) and m.training
-                and not isinstance(m, nn.SyncBatchNorm) for m in layers):
+        # SyncBN counts the values of every process and checks the sum
+        # itself; MMSyncBN of several processes counts them too
+        if any(normalizes_with_local_batch(m) for m in layers):
             raise ValueError(
                 f'A batch of 1 image of {height}x{width} gives stage {last} '
                 'a 1x1 map, so its BatchNorm layers see one value per '
