@@ -178,12 +178,8 @@ def run_one(arm: Arm,
     lane = train_test(name, config, out, options,
                       dict(SAEVIT_DEMO_DATA=str(data_root)))
     train, test, metrics = run_lanes(dict(run=lane))['run']
-    result.update({
-        k: float(metrics[m])
-        for k, m in METRICS[dense].items()
-    },
-                  train_s=train.seconds,
-                  test_s=test.seconds)
+    result.update((k, float(metrics[m])) for k, m in METRICS[dense].items())
+    result.update(train_s=train.seconds, test_s=test.seconds)
     (out / 'result.json').write_text(json.dumps(result, indent=2))
     return dict(result, resumed=False)
 
@@ -437,13 +433,13 @@ def main(argv=None) -> None:
         seeds=list(args.seeds),
         repeats=1 if args.smoke else 5,
         threads=torch.get_num_threads())
-    timing = [
-        dict(img_size=64, batch_size=2),
-        dict(img_size=128, batch_size=1)
-    ] if args.smoke else [
-        dict(img_size=224, batch_size=32),
-        dict(img_size=512, batch_size=1)
-    ]
+    # classifiers at batch 32 and 224², segmenters at batch 1 and 512²
+    cls_settings = dict(
+        settings,
+        img_size=64 if args.smoke else 224,
+        batch_size=2 if args.smoke else 32)
+    dense_settings = dict(
+        settings, img_size=128 if args.smoke else 512, batch_size=1)
     every_run = [
         r for by_arm in (runs, dense) for by_seed in by_arm.values()
         for r in by_seed.values()
@@ -451,15 +447,13 @@ def main(argv=None) -> None:
     result = dict(
         command=' '.join(['python', 'tools/analysis_tools/ablation.py'] +
                          list(sys.argv[1:] if argv is None else argv)),
-        settings=dict(settings, smoke=args.smoke, **timing[0]),
+        settings=dict(cls_settings, smoke=args.smoke),
         # this invocation (a resumed sweep skips finished runs) and the
         # training + testing time of every run, wherever it was done
         sweep_s=round(sweep_s, 1),
         runs_s=round(sum(r['train_s'] + r['test_s'] for r in every_run), 1),
-        arms=_measured(args.arm_list, runs, False, dict(settings,
-                                                        **timing[0])))
+        arms=_measured(args.arm_list, runs, False, cls_settings))
     if dense_arms:
-        dense_settings = dict(settings, **timing[1])
         result['dense'] = dict(
             task=DEMO_DENSE_CONFIG,
             peer_choice=args.dense_peer or 'best mean top-1 among the peers',

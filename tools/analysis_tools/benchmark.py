@@ -15,7 +15,7 @@ ranges. FLOPs are multiply-adds from one counter for all
 
 Examples::
 
-    python tools/analysis_tools/benchmark.py                  # ~20 min
+    python tools/analysis_tools/benchmark.py                  # full preset
     python tools/analysis_tools/benchmark.py --quick          # minutes
     python tools/analysis_tools/benchmark.py --tiny           # smoke test
     python tools/analysis_tools/benchmark.py --models SAEViT-t ResNet-18
