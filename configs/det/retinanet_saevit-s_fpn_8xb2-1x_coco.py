@@ -3,7 +3,7 @@ _base_ = './retinanet_saevit-t_fpn_8xb2-1x_coco.py'
 
 model = dict(
     backbone=dict(
-        # weights: model.backbone.init_cfg.checkpoint, as in the SAEViT-T
-        # config, with a file of the small arch
+        # weights: model.backbone.init_cfg.checkpoint, a file of the small
+        # arch (README, "How to give the backbone weights")
         arch='s'),
     neck=dict(in_channels=[56, 112, 224, 448]))

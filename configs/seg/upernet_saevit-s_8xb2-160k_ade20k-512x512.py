@@ -3,8 +3,8 @@ _base_ = './upernet_saevit-t_8xb2-160k_ade20k-512x512.py'
 
 model = dict(
     backbone=dict(
-        # weights: model.backbone.init_cfg.checkpoint, as in the SAEViT-T
-        # config, with a file of the small arch
+        # weights: model.backbone.init_cfg.checkpoint, a file of the small
+        # arch (README, "How to give the backbone weights")
         arch='s'),
     decode_head=dict(in_channels=[56, 112, 224, 448]),
     auxiliary_head=dict(in_channels=224))
