@@ -407,9 +407,7 @@ def plot(result: Dict, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     preset = parser.add_mutually_exclusive_group()
     preset.add_argument('--preset', choices=list(PRESETS), default='default')
     for name in ('quick', 'tiny'):
@@ -425,7 +423,7 @@ def main(argv=None) -> None:
         choices=list(MODELS),
         default=list(MODELS),
         metavar='NAME',
-        help=f'any of {", ".join(MODELS)}')
+        help=f'any of {", ".join(MODELS)} (default: all)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, help='torch threads')
     parser.add_argument(
