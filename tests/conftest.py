@@ -1,8 +1,8 @@
 """Shared fixtures: a tiny custom SAEViT arch and seeded randomness.
 
-The helper modules of the tools (``tools/demo_steps.py``,
-``tools/misc/demo_data/``, ``tools/analysis_tools/benchmark_utils/``) are
-importable from the tests: their folders are appended to ``sys.path``, as
+The tools' modules (``tools/demo_steps.py``, ``tools/misc/demo_data.py``,
+``tools/misc/golden_outputs.py``, ``tools/analysis_tools/benchmark.py``...)
+are importable from the tests: their folders are appended to ``sys.path``, as
 Python puts a script's folder there when it runs.
 """
 import random
