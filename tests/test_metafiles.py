@@ -182,7 +182,8 @@ def _table(readme: str) -> List[Dict[str, str]]:
     ]
 
 
-@pytest.mark.parametrize('task', list(TASKS))
+@pytest.mark.parametrize(
+    'task', [pytest.param(t, marks=getattr(pytest.mark, t)) for t in TASKS])
 def test_readme_shows_the_metafile_figures_and_the_command(task):
     readme = (CONFIGS / task / 'README.md').read_text()
     rows = _table(readme)
