@@ -21,7 +21,7 @@
 _base_ = '../cls/saevit-t_8xb128-coslr-300e_in1k.py'
 
 data_root = '{{$SAEVIT_DEMO_DATA:data/demo}}/imagenet'
-# classes and colours of the demo data (tools/misc/demo_data/spec.py;
+# classes and colours of the demo data (tools/misc/demo_data.py;
 # tests/test_demo_data.py checks they match)
 demo_metainfo = dict(
     classes=('ellipse', 'rectangle', 'triangle', 'star', 'hexagon', 'cross',

@@ -8,7 +8,7 @@
 _base_ = 'mmseg::_base_/datasets/ade20k.py'
 
 data_root = '{{$SAEVIT_DEMO_DATA:data/demo}}/ADEChallengeData2016'
-# classes and colours of the demo data (tools/misc/demo_data/spec.py;
+# classes and colours of the demo data (tools/misc/demo_data.py;
 # tests/test_demo_data.py checks they match)
 demo_metainfo = dict(
     classes=('sky', 'ground', 'ellipse', 'rectangle', 'triangle', 'star',

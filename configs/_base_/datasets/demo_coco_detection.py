@@ -6,7 +6,7 @@
 _base_ = 'mmdet::_base_/datasets/coco_detection.py'
 
 data_root = '{{$SAEVIT_DEMO_DATA:data/demo}}/coco/'
-# classes and colours of the demo data (tools/misc/demo_data/spec.py;
+# classes and colours of the demo data (tools/misc/demo_data.py;
 # tests/test_demo_data.py checks they match)
 demo_metainfo = dict(
     classes=('ellipse', 'rectangle', 'triangle', 'star', 'cross'),
