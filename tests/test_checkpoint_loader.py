@@ -522,3 +522,17 @@ def test_globals_the_user_allowed_stay_allowed(runner_checkpoint):
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(saved)
+
+
+def test_numpy_allowlist_builds_without_np_dtypes(monkeypatch):
+    """numpy < 1.25 has no ``np.dtypes`` (its dtypes pickle as plain
+    ``np.dtype``): building the allowlist must not need it."""
+    from types import SimpleNamespace
+
+    from saevit_mm.engine import checkpoint_loader
+    numpy_1_24 = SimpleNamespace(
+        **{name: getattr(np, name)
+           for name in ('empty', 'float64', 'ndarray', 'dtype')})
+    monkeypatch.setattr(checkpoint_loader, 'np', numpy_1_24)
+    entries = checkpoint_loader._numpy_globals()
+    assert np.dtype in [e[0] if isinstance(e, tuple) else e for e in entries]

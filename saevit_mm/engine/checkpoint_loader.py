@@ -93,8 +93,10 @@ def _numpy_globals() -> List[GlobalEntry]:
     """
     reconstruct = np.empty(0).__reduce__()[0]
     scalar = np.float64(0).__reduce__()[0]
-    dtype_classes = [
-        cls for cls in vars(np.dtypes).values()
+    # numpy < 1.25 has no np.dtypes: its dtypes pickle as plain np.dtype
+    dtypes = getattr(np, 'dtypes', None)
+    dtype_classes = [] if dtypes is None else [
+        cls for cls in vars(dtypes).values()
         if isinstance(cls, type) and issubclass(cls, np.dtype)
     ]
     entries: List[GlobalEntry] = []

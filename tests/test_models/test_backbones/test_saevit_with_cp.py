@@ -14,6 +14,7 @@ generation: with inductor the first step of ``TWO_STAGES`` took 640 s here
 import pytest
 import torch
 from packaging.version import Version
+from torch._dynamo.backends.registry import lookup_backend
 from torch._higher_order_ops.wrap import tag_activation_checkpoint
 
 from saevit_mm.models import SAEViT
@@ -102,7 +103,7 @@ def test_with_cp_under_torch_compile_trains_like_eager(fresh_dynamo,
 
     def backend(gm, example_inputs):
         graphs.append(gm)
-        return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
+        return lookup_backend('aot_eager')(gm, example_inputs)
 
     compiled = torch.compile(cp, backend=backend)
     runs = [(base, base), (compiled, cp)]
