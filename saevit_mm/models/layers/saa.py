@@ -202,14 +202,17 @@ class SparselyAggregatedAttention(nn.Module):
         self.max_delegates = max_delegates
         self.sampler: Optional[nn.Conv2d] = None
         self.recovery: Optional[nn.ConvTranspose2d] = None
+        # depth-wise, kernel = stride = r: the sampler and, after the
+        # attention, its transposed twin
+        cell = dict(
+            in_channels=embed_dims,
+            out_channels=embed_dims,
+            kernel_size=r,
+            stride=r,
+            groups=embed_dims,
+            bias=False)
         if r > 1:
-            self.sampler = nn.Conv2d(
-                embed_dims,
-                embed_dims,
-                r,
-                stride=r,
-                groups=embed_dims,
-                bias=False)
+            self.sampler = nn.Conv2d(**cell)
         self.attn = Attention2d(
             embed_dims,
             num_heads,
@@ -217,13 +220,7 @@ class SparselyAggregatedAttention(nn.Module):
             qkv_bias=qkv_bias,
             attn_drop=attn_drop)
         if r > 1:
-            self.recovery = nn.ConvTranspose2d(
-                embed_dims,
-                embed_dims,
-                r,
-                stride=r,
-                groups=embed_dims,
-                bias=False)
+            self.recovery = nn.ConvTranspose2d(**cell)
         self.norm = build_norm2d(norm_cfg if r > 1 else None, embed_dims)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
         #: deploy form: the recovery by :func:`spread_cells`
