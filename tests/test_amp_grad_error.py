@@ -6,24 +6,19 @@ as a detector trains with 2 images per GPU."""
 import math
 
 import pytest
-import torch
 from amp_grad_error import DTYPES, ResNet18Stages, build_saevit, grad_error
+from test_amp_train_step import cpu_autocast_unsupported
 
 #: SAEViT-t's error may be at most this multiple of ResNet-18's
 PEER_RATIO = 1.5
 
 
-def cpu_autocast_supports(dtype: torch.dtype) -> bool:
-    with torch.autocast('cpu', dtype=dtype):
-        return (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == dtype
-
-
 @pytest.mark.parametrize('name', list(DTYPES))
 def test_gradient_error_at_batch_2_within_the_peers(name):
     dtype = DTYPES[name]
-    if not cpu_autocast_supports(dtype):
-        pytest.skip(f'torch {torch.__version__} has no CPU autocast to '
-                    f'{dtype}')
+    reason = cpu_autocast_unsupported(dtype)
+    if reason:
+        pytest.skip(reason)
     ours = grad_error(lambda: build_saevit(arch='t'), 2, (256, 320), dtype,
                       seed=0)
     peer = grad_error(ResNet18Stages, 2, (256, 320), dtype, seed=0)
