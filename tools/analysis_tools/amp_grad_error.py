@@ -169,7 +169,8 @@ def main(argv: List[str] = None) -> Dict:
     if args.recovery_norm is not None:
         kwargs['recovery_norm_cfg'] = None if args.recovery_norm == 'none' \
             else dict(type=args.recovery_norm)
-    models = dict(saevit=lambda: build_saevit(**kwargs), resnet18=ResNet18Stages)
+    models = dict(
+        saevit=lambda: build_saevit(**kwargs), resnet18=ResNet18Stages)
     rows = []
     for batch in [] if args.variance_only else args.batch:
         for name in args.dtypes:

@@ -40,6 +40,7 @@ def build_norm2d(cfg: Optional[Dict], num_channels: int) -> nn.Module:
     if cfg.get('type') == 'LN2d':
         unknown = set(cfg) - {'type', 'eps'}
         if unknown:
-            raise ValueError(f'LN2d takes only eps, but got {sorted(unknown)}.')
+            raise ValueError(
+                f'LN2d takes only eps, but got {sorted(unknown)}.')
         return LayerNorm2d(num_channels, eps=cfg.get('eps', 1e-6))
     return build_norm_layer(cfg, num_channels)[1]

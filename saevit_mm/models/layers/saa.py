@@ -235,8 +235,8 @@ class SparselyAggregatedAttention(nn.Module):
     def init_sampling(self) -> None:
         """Start sampling as the cell average and recovery as a copy.
 
-        With these weights the layer begins as attention over ``r`` x ``r`` average-pooled tokens whose
-        result is upsampled by nearest neighbour.
+        With these weights the layer begins as attention over ``r`` x ``r``
+        average-pooled tokens whose result is upsampled by nearest neighbour.
         """
         if self.sampler is not None:
             nn.init.constant_(self.sampler.weight, 1. / self.sample_ratio**2)
@@ -297,8 +297,8 @@ class SparselyAggregatedAttention(nn.Module):
             return self.proj(self.attn(x))
         k = s // r
         pad_h, pad_w = (s - H % s) % s, (s - W % s) % s
-        x = self._recover(self.attn(self._sample(edge_pad(x, pad_h, pad_w), k)),
-                          k)
+        delegates = self._sample(edge_pad(x, pad_h, pad_w), k)
+        x = self._recover(self.attn(delegates), k)
         if pad_h or pad_w:
             x = x[..., :H, :W]
         return self.proj(self.norm(x))
