@@ -18,7 +18,7 @@ ALLOWED = {
     'SAA -> full attention': [r'^model\.backbone\.attn_type$'],
     'CIFFN -> plain FFN': [r'^model\.backbone\.ffn_type$'],
     'CIFFN without redistribution': [r'^model\.backbone\.ffn_type$'],
-    'SAA recovery norm LN2d -> BN':
+    'SAA recovery: no norm -> LN2d':
     [r'^model\.backbone\.recovery_norm_cfg(\.|$)'],
     'no DWSConv': [r'^model\.backbone\.use_dwsconv$'],
     'EdgeNeXt-xsmall': [

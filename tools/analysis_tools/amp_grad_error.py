@@ -200,8 +200,9 @@ def main(argv: List[str] = None) -> Dict:
                 build_saevit(**kwargs), torch.randn(batch, 3, *args.size),
                 args.norm_filter)
             values = sorted(variances[batch].values())
-            print(f'batch {batch}: median variance entering the norms: '
-                  f'{values[0]:.2g} .. {values[-1]:.2g}')
+            if values:
+                print(f'batch {batch}: median variance entering the norms: '
+                      f'{values[0]:.2g} .. {values[-1]:.2g}')
         result['norm_variance'] = variances
     if args.json:
         with open(args.json, 'w') as f:

@@ -20,7 +20,6 @@ import torch
 from mmcv.cnn import build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
@@ -30,6 +29,7 @@ from ..layers.block import ATTN_TYPES, FFN_TYPES, check_choice
 from ..layers.saa import check_max_delegates
 from ..layers.stem import ConvStem
 from ..utils.backbone_utils import (NORM_LAYERS, check_frozen_stages,
+                                    init_conv,
                                     freeze_module, normalize_out_indices,
                                     normalizes_with_local_batch,
                                     set_norm_eval)
@@ -169,9 +169,9 @@ class SAEViT(BaseModule):
             channels-first norm of mmcv's ``build_norm_layer`` (``BN``,
             ``SyncBN``, ``MMSyncBN``, ``GN``). Defaults to
             ``dict(type='BN')``.
-        recovery_norm_cfg: Norm of SAA's recovered map: ``dict(type='LN2d')``
-            (per pixel over the channels), another channels-first norm, or
-            None. Defaults to ``dict(type='LN2d')``.
+        recovery_norm_cfg: Norm of SAA's recovered map: None (no norm),
+            ``dict(type='LN2d')`` (per pixel over the channels) or another
+            channels-first norm. Defaults to None.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
         init_cfg: mmengine init config; with ``type='Pretrained'`` only the
             checkpoint is loaded (after a check that it fits, see
@@ -232,7 +232,7 @@ class SAEViT(BaseModule):
                  max_delegates: Union[None, int, Sequence[Optional[int]],
                                       str] = 'arch',
                  norm_cfg: Dict = dict(type='BN'),
-                 recovery_norm_cfg: Optional[Dict] = dict(type='LN2d'),
+                 recovery_norm_cfg: Optional[Dict] = None,
                  act_cfg: Dict = dict(type='GELU'),
                  init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None
                  ) -> None:
@@ -426,7 +426,9 @@ class SAEViT(BaseModule):
         ``strict=False`` and only warns), then only the checkpoint is loaded.
         With ``checkpoint=None`` (the det/seg configs' default) nothing is
         loaded: one log line says so and the default init runs. That is:
-        convolutions get a truncated normal (std 0.02) and zero bias, norm
+        1x1 convolutions get ViT's truncated normal (std 0.02), spatial ones
+        He's normal over their fan-out, biases zero
+        (:func:`~..utils.backbone_utils.init_conv`), norm
         layers weight 1 and bias 0, and the SAA sampling and recovery
         convolutions start as cell average and copy
         (:meth:`SparselyAggregatedAttention.init_sampling`); a non-pretrained
@@ -472,9 +474,7 @@ class SAEViT(BaseModule):
             self.init_cfg = None  # nothing for mmengine's PretrainedInit
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                trunc_normal_(module.weight, std=.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+                init_conv(module)
             elif isinstance(module, NORM_LAYERS) and getattr(
                     module, 'weight', None) is not None:
                 nn.init.ones_(module.weight)

@@ -66,8 +66,7 @@ class SAEViTBlock(nn.Module):
         norm_cfg: Norm layer config (channels-first). Defaults to
             ``dict(type='BN')``.
         recovery_norm_cfg: Norm of SAA's recovered map (see
-            :class:`~.saa.SparselyAggregatedAttention`). Defaults to
-            ``dict(type='LN2d')``.
+            :class:`~.saa.SparselyAggregatedAttention`). Defaults to None.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
 
     Example:
@@ -89,7 +88,7 @@ class SAEViTBlock(nn.Module):
                  use_dwsconv: bool = True,
                  drop_path: float = 0.,
                  norm_cfg: Dict = dict(type='BN'),
-                 recovery_norm_cfg: Optional[Dict] = dict(type='LN2d'),
+                 recovery_norm_cfg: Optional[Dict] = None,
                  act_cfg: Dict = dict(type='GELU')) -> None:
         super().__init__()
         check_choice('attn_type', attn_type, ATTN_TYPES)

@@ -25,11 +25,11 @@ our design:
    (keys/values at the delegate scale and at a 2x coarser scale).
 4. Recovery: a depth-wise ``ConvTranspose2d`` (kernel ``r``, stride ``r``,
    starting as a copy of each delegate into its cell), the crop back to
-   ``H x W``, a norm and a 1x1 output projection. The norm is per pixel over
-   the channels (``LN2d``, as in EdgeViT) by default: at init attention is
-   near-uniform, so the recovered map is nearly constant over space and a
-   BatchNorm there would divide rounding noise by a tiny deviation
-   (``docs/design.md``, "SAA recovery norm"). The crop comes first, so the
+   ``H x W``, an optional norm (none by default) and a 1x1 output
+   projection. No norm: at init attention is near-uniform over zero-mean
+   values, so the recovered map is nearly zero, and any norm of it divides
+   rounding noise by a tiny deviation (``docs/design.md``, "SAA recovery
+   norm"). A norm given by ``norm_cfg`` comes after the crop, so the
    repeated edge never enters a statistic.
 
 Deploy form (:meth:`SparselyAggregatedAttention.switch_to_deploy`): the
@@ -169,9 +169,9 @@ class SparselyAggregatedAttention(nn.Module):
         multi_scale: Attend to 2x coarser keys/values too. Defaults to True.
         qkv_bias: Bias in the q/k/v projection. Defaults to True.
         attn_drop: Dropout on attention weights. Defaults to 0.
-        norm_cfg: Norm of the recovered, cropped map: ``LN2d`` (per pixel
-            over the channels), a norm of mmcv's ``build_norm_layer`` or
-            None (no norm). Defaults to ``dict(type='LN2d')``.
+        norm_cfg: Norm of the recovered, cropped map: None (no norm),
+            ``dict(type='LN2d')`` (per pixel over the channels) or a norm of
+            mmcv's ``build_norm_layer``. Defaults to None.
 
     Example:
         >>> import torch
@@ -191,7 +191,7 @@ class SparselyAggregatedAttention(nn.Module):
                  multi_scale: bool = True,
                  qkv_bias: bool = True,
                  attn_drop: float = 0.,
-                 norm_cfg: Optional[Dict] = dict(type='LN2d')) -> None:
+                 norm_cfg: Optional[Dict] = None) -> None:
         super().__init__()
         if isinstance(sample_ratio, bool) or not isinstance(
                 sample_ratio, int) or sample_ratio < 1:

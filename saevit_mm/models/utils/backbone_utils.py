@@ -5,16 +5,19 @@ of non-negative stage indices, ``check_frozen_stages`` validates
 ``frozen_stages``, ``freeze_module`` stops a module's gradients and puts it in
 eval mode, and ``set_norm_eval`` puts every normalization layer of a module
 in eval mode. None of them hard-codes the number of stages.
+``init_conv`` is the default init of every convolution.
 
 Which layers are batch norms is written here once: :class:`AnyBatchNorm`
 (torch's ``_BatchNorm`` subclasses, ``BN`` and ``SyncBN``, and mmcv's
 ``MMSyncBN``, which subclasses ``nn.Module`` only); ``NORM_LAYERS``,
 ``is_norm``, the backbone's init and the deploy BatchNorm fold use it.
 """
+import math
 import sys
 from abc import ABC
 from typing import Optional, Sequence, Tuple, Union
 
+from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
@@ -22,7 +25,8 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 __all__ = [
     'AnyBatchNorm', 'NORM_LAYERS', 'normalize_out_indices',
     'check_frozen_stages', 'freeze_module', 'set_norm_eval', 'is_norm',
-    'is_batch_norm', 'normalizes_with_local_batch', 'mmcv_sync_bn_type'
+    'is_batch_norm', 'normalizes_with_local_batch', 'mmcv_sync_bn_type',
+    'init_conv'
 ]
 
 #: Module of mmcv's ``MMSyncBN`` (``mmcv.ops.SyncBatchNorm``).
@@ -52,7 +56,8 @@ class AnyBatchNorm(ABC):
     ``affine``, ``track_running_stats``) but is no ``_BatchNorm``.
 
     Example:
-        >>> from torch import nn
+        >>> from mmengine.model.weight_init import trunc_normal_
+from torch import nn
         >>> isinstance(nn.BatchNorm2d(4), AnyBatchNorm)
         True
         >>> isinstance(nn.GroupNorm(2, 4), AnyBatchNorm)
@@ -179,3 +184,24 @@ def set_norm_eval(module: nn.Module) -> None:
     for m in module.modules():
         if is_norm(m):
             m.eval()
+
+
+def init_conv(conv: Union[nn.Conv2d, nn.ConvTranspose2d]) -> None:
+    """SAEViT's default init of a convolution, with a zero bias.
+
+    A 1x1 convolution is a transformer's token-wise linear layer and gets
+    ViT's truncated normal (std 0.02). A convolution with a spatial kernel
+    (stem, downsampling, depth-wise) gets He's normal over the fan-out of
+    one output channel's group (``k_h * k_w * out_channels / groups``), as
+    convnets and PVTv2 do: std 0.02 on a depth-wise 3x3 (fan-in 9) makes the
+    map tiny before its norm, and the norm's backward then gives the early
+    weights gradients large enough to overflow fp16 (docs/amp.md).
+    """
+    if conv.kernel_size == (1, 1):
+        trunc_normal_(conv.weight, std=.02)
+    else:
+        fan_out = conv.kernel_size[0] * conv.kernel_size[1] * (
+            conv.out_channels // conv.groups)
+        nn.init.normal_(conv.weight, 0., math.sqrt(2. / fan_out))
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)

@@ -412,20 +412,35 @@ def test_default_init(tiny_arch):
                                torch.full_like(saa.sampler.weight, 1 / 16))
     assert torch.equal(saa.recovery.weight,
                        torch.ones_like(saa.recovery.weight))
-    # every other convolution: truncated normal, std 0.02, zero bias
+    # every other convolution: 1x1 ones (token-wise linear layers) ViT's
+    # truncated normal, std 0.02; spatial ones He's normal over their
+    # group's fan-out (k_h * k_w * out_channels / groups); zero bias
     sampling = _sampling_convs(model)
     convs = [
         m for m in model.modules()
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
         and m not in sampling
     ]
-    weights = torch.cat([m.weight.flatten() for m in convs])
+    pointwise = [m for m in convs if m.kernel_size == (1, 1)]
+    weights = torch.cat([m.weight.flatten() for m in pointwise])
     assert weights.numel() > 10000
     assert abs(weights.mean().item()) < 0.001
     assert 0.019 < weights.std().item() < 0.021
     # truncation at +-2 (mmengine's absolute bounds) is 100 std away
     assert weights.abs().max().item() < 0.2
-    assert all(m.weight.std() > 0.01 for m in convs)
+    spatial = [m for m in convs if m.kernel_size != (1, 1)]
+    standardized = torch.cat([
+        m.weight.flatten() / (2 / (m.kernel_size[0] * m.kernel_size[1] *
+                                   m.out_channels // m.groups))**.5
+        for m in spatial
+    ])
+    assert standardized.numel() > 1000
+    assert abs(standardized.mean().item()) < 0.05
+    assert 0.95 < standardized.std().item() < 1.05
+    # a depth-wise 3x3 has fan-out 9: std 0.47, far from ViT's 0.02
+    dw = model.stages[0].blocks[0].dwsconv.dw.conv
+    assert dw.groups == dw.in_channels and dw in spatial
+    assert 0.3 < dw.weight.std().item() < 0.65
     for m in convs:
         if m.bias is not None:
             assert torch.equal(m.bias, torch.zeros_like(m.bias))

@@ -121,10 +121,11 @@ def reference_saa(saa, x):
             out[:, :, y, x_] = tokens[:, :, y // r, x_ // r] * \
                 spread[:, y % r, x_ % r]
     ln = saa.norm
-    mean = out.mean(1, keepdim=True)
-    var = out.var(1, unbiased=False, keepdim=True)
-    out = (out - mean) / torch.sqrt(var + ln.eps) * ln.weight[:, None, None] \
-        + ln.bias[:, None, None]
+    if not isinstance(ln, torch.nn.Identity):  # LN2d
+        mean = out.mean(1, keepdim=True)
+        var = out.var(1, unbiased=False, keepdim=True)
+        out = (out - mean) / torch.sqrt(var + ln.eps) * \
+            ln.weight[:, None, None] + ln.bias[:, None, None]
     return torch.einsum('oc,bchw->bohw', saa.proj.weight[:, :, 0, 0],
                         out) + saa.proj.bias[:, None, None]
 
@@ -142,11 +143,14 @@ def randomize(saa):
     pytest.param(3, (5, 13), id='r3-5x13'),
     pytest.param(2, (1, 1), id='r2-1x1'),
 ])
-def test_saa_matches_cell_by_cell_reference(ratio, size):
+@pytest.mark.parametrize('norm_cfg', [None, dict(type='LN2d')],
+                         ids=['no-norm', 'LN2d'])
+def test_saa_matches_cell_by_cell_reference(ratio, size, norm_cfg):
     """Any size: edge-padded border cells, no extra cell when the size
     divides, the output cropped to the input's size from the top-left."""
-    saa = randomize(SparselyAggregatedAttention(8, 2,
-                                                sample_ratio=ratio).eval())
+    saa = randomize(
+        SparselyAggregatedAttention(
+            8, 2, sample_ratio=ratio, norm_cfg=norm_cfg).eval())
     x = torch.randn(2, 8, *size)
     torch.testing.assert_close(
         saa(x), reference_saa(saa, x), rtol=1e-4, atol=1e-5)

@@ -1,6 +1,0 @@
-# Ablation arm: the classification demo with a BatchNorm as SAA's recovery
-# norm instead of the per-pixel LN2d; nothing else changes
-# (tests/test_ablation.py checks). Run by tools/analysis_tools/ablation.py.
-_base_ = '../demo/saevit-t_1xb16-5e_demo-in1k-64px.py'
-
-model = dict(backbone=dict(recovery_norm_cfg=dict(type='BN')))
