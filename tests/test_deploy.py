@@ -1,15 +1,12 @@
 """Deploy path: BN folding, ONNX export (+ onnxruntime), torch.compile."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from saevit_mm.deploy import (check_onnx, export_onnx, find_conv_bn_pairs,
                               fold_bn_into_next_conv_, switch_to_deploy)
-from saevit_mm.models.layers import (CIFFN, DWSConv,
-                                     SparselyAggregatedAttention,
-                                     spread_cells)
+from saevit_mm.models.layers import CIFFN, SAEViTBlock
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -86,23 +83,38 @@ def test_fusion_toy_outputs_unchanged():
 
 @pytest.mark.parametrize(
     'shape', [(2, 3, 64, 64), (1, 3, 97, 131)], ids=['64x64', '97x131'])
-def test_switch_to_deploy_saevit_t_within_1e5(shape):
+@pytest.mark.parametrize('how', ['method', 'any-model'])
+def test_switch_to_deploy_saevit_t_within_1e5(shape, how):
+    """``SAEViT.switch_to_deploy()`` and ``saevit_mm.deploy.switch_to_deploy``
+    (any model: folds, then lets the backbone switch itself) give the same
+    form."""
     model = _saevit('t')
-    num_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     x = torch.randn(*shape)
     with torch.no_grad():
         ref = model(x)
-        folded = switch_to_deploy(model, probe_size=shape[2:])
+        if how == 'method':
+            model.switch_to_deploy(probe_size=shape[2:])
+        else:
+            assert switch_to_deploy(model, probe_size=shape[2:])
         out = model(x)
-    assert folded, 'no BatchNorm was folded'
-    left = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    assert left == num_bn - len(folded)
+    assert model.deploy and not model.training
+    left = [n for n, m in model.named_modules()
+            if isinstance(m, nn.BatchNorm2d)]
+    assert left == ['norm0', 'norm1', 'norm2', 'norm3']
     for a, b in zip(ref, out):
         assert a.shape == b.shape
         # 1e-5 relative as well as absolute: outputs reach ~4, where float32
         # rounding of the folded weights alone differs by ~2e-5 on some CPUs
         # (a wrong fold differs by orders of magnitude more)
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_switch_to_deploy_raises_on_a_norm_it_cannot_fold():
+    """A GroupNorm does not fold: the block says so instead of leaving a
+    half-deployed model."""
+    model = _saevit('t', norm_cfg=dict(type='GN', num_groups=4))
+    with pytest.raises(RuntimeError, match='norm1 is a GroupNorm'):
+        model.switch_to_deploy(probe_size=(64, 64))
 
 
 @pytest.mark.parametrize('groups,kernel', [(1, 1), (2, 1), (8, 3), (4, 2)])
@@ -139,12 +151,15 @@ def test_deploy_folds_every_norm_but_the_stage_outputs(shape):
     for dtype in (torch.float32, torch.float64):
         eager = _saevit('t', max_delegates=SMALL_BOUNDS).to(dtype)
         deployed = _saevit('t', max_delegates=SMALL_BOUNDS).to(dtype)
-        switch_to_deploy(deployed, probe_size=(64, 64))
+        deployed.switch_to_deploy(probe_size=(64, 64))
         left = [n for n, m in deployed.named_modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         assert left == ['norm0', 'norm1', 'norm2', 'norm3']
         ffns = [m for m in deployed.modules() if isinstance(m, CIFFN)]
-        assert deployed.input_memory_format == torch.channels_last
+        blocks = [m for m in deployed.modules() if isinstance(m, SAEViTBlock)]
+        assert all(
+            isinstance(b.norm1, nn.Identity)
+            and isinstance(b.norm2, nn.Identity) for b in blocks)
         assert deployed.stem.conv1.conv.weight.is_contiguous(
             memory_format=torch.channels_last)
         assert len(ffns) == 10 and all(
@@ -215,48 +230,6 @@ class _Ops(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize('channels_last', [False, True], ids=['NCHW', 'NHWC'])
-@pytest.mark.parametrize('cell', [1, 2, 4])
-def test_spread_cells_is_the_depthwise_transposed_conv(channels_last, cell):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(
-        memory_format=fmt)
-    weight = torch.randn(6, 1, cell, cell, dtype=torch.float64)
-    bias = torch.randn(6, dtype=torch.float64)
-    for b in (bias, None):
-        expected = F.conv_transpose2d(x, weight, b, stride=cell, groups=6)
-        for grad in (False, True):
-            with torch.set_grad_enabled(grad):
-                out = spread_cells(x, weight, b)
-            torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
-            assert out.is_contiguous(memory_format=fmt)
-    with pytest.raises(ValueError, match=r'depth-wise square kernel of '
-                       r'shape \(6, 1, s, s\), but got \(6, 2, 2, 2\)'):
-        spread_cells(x, torch.randn(6, 2, 2, 2, dtype=torch.float64))
-
-
-@pytest.mark.parametrize('size', [(32, 32), (29, 38), (70, 90)], ids=str)
-def test_deployed_saa_recovers_without_a_transposed_conv(size):
-    """Deploy form of SAA: the recovery is a broadcast product, at the
-    layer's own ratio and above its delegate bound."""
-    saa = SparselyAggregatedAttention(
-        16, 2, sample_ratio=4, max_delegates=64).eval()
-    _randomize_bn(saa)
-    with torch.no_grad():
-        saa.recovery.weight.normal_()
-    x = torch.randn(2, 16, *size, dtype=torch.float64)
-    saa.double()
-    with torch.no_grad():
-        expected = saa(x)
-        # probed below the bound, where the recovery conv runs as a module
-        switch_to_deploy(nn.Sequential(saa), probe_size=(16, 16))
-        with _Ops() as ops:
-            out = saa(x)
-    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
-    assert saa.spread_recovery
-    assert not any(transposed for _, transposed in ops.convs), ops.convs
-
-
 @pytest.mark.parametrize('batch,size,way', [(1, (8, 8), 'merged'),
                                             (2, (40, 37), 'per-group'),
                                             (1, (45, 46), 'per-group')])
@@ -279,11 +252,11 @@ def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way):
         (way == 'merged')
 
 
-@pytest.mark.parametrize('module', ['ciffn', 'dwsconv'])
-def test_deploy_activation_in_place_only_without_autograd(module):
-    """The deploy forms run GELU in place on a fresh convolution output
-    under no_grad, out of place (so gradients flow) with autograd on."""
-    layer = CIFFN(16, 3) if module == 'ciffn' else DWSConv(16)
+def test_deploy_activation_in_place_only_without_autograd():
+    """CIFFN's deploy form runs GELU in place on a fresh convolution
+    output under no_grad, out of place (so gradients flow) with autograd
+    on."""
+    layer = CIFFN(16, 3)
     layer.eval()
     _randomize_bn(layer)
     x = torch.randn(2, 16, 9, 9)

@@ -1,9 +1,15 @@
-"""Deployment helpers: BatchNorm folding and ONNX export."""
-from .fuse import (find_conv_bn_pairs, fold_bn_into_next_conv_,
-                   fold_pre_norms, fuse_conv_bn_, switch_to_deploy)
+"""Deployment: the inference form of any model and ONNX export.
+
+``SAEViT.switch_to_deploy()`` switches the backbone itself;
+:func:`switch_to_deploy` does it for any model that contains one (or none:
+a peer's BatchNorms are folded all the same).
+"""
+from ..models.utils.fuse import (find_conv_bn_pairs, fold_bn_into_next_conv_,
+                                 fold_conv_bn_pairs, fuse_conv_bn_,
+                                 switch_to_deploy)
 from .onnx_export import check_onnx, export_onnx
 
 __all__ = [
-    'find_conv_bn_pairs', 'fold_bn_into_next_conv_', 'fold_pre_norms',
+    'find_conv_bn_pairs', 'fold_bn_into_next_conv_', 'fold_conv_bn_pairs',
     'fuse_conv_bn_', 'switch_to_deploy', 'export_onnx', 'check_onnx'
 ]

@@ -6,7 +6,8 @@ pooling of its last output and ``Linear(C, 1000)``
 backbone arguments follow each host's ImageNet config; timm peers are built
 ``features_only`` (last stage) and reparameterised where they have a deploy
 form. SAEViT runs twice: as built and deployed
-(:func:`saevit_mm.deploy.switch_to_deploy`). All timings run in one process,
+(:func:`saevit_mm.deploy.switch_to_deploy`), and with ``--deploy-steps``
+after each step of its deploy form too. All timings run in one process,
 round-robin with the order rotated every round, so a slow minute on a
 shared machine hurts every model alike; the report gives medians and
 ranges. FLOPs are multiply-adds from one counter for all
@@ -19,6 +20,7 @@ Examples::
     python tools/analysis_tools/benchmark.py --quick          # minutes
     python tools/analysis_tools/benchmark.py --tiny           # smoke test
     python tools/analysis_tools/benchmark.py --models SAEViT-t ResNet-18
+    python tools/analysis_tools/benchmark.py --models SAEViT-t --deploy-steps
     python tools/analysis_tools/benchmark.py --device cuda --out-dir out
 
 Writes ``benchmark.json``, ``benchmark.md`` (the table) and
@@ -248,10 +250,30 @@ def machine() -> Dict[str, object]:
         python=platform.python_version())
 
 
+def deploy_steps(model: nn.Module) -> Dict[str, nn.Module]:
+    """SAEViT's deploy form short of its last steps, to time what each
+    step gains: every BatchNorm folded (``SAEViTBlock.switch_to_deploy``
+    for the pre-norms), then the CIFFNs merged; ``[deployed]`` adds
+    channels-last."""
+    from saevit_mm.deploy import fold_conv_bn_pairs
+    from saevit_mm.models.layers import CIFFN, SAEViTBlock
+    variants = {}
+    for step, kinds in (('folded', (SAEViTBlock, )),
+                        ('folded, CIFFN merged', (SAEViTBlock, CIFFN))):
+        variant = copy.deepcopy(model).eval()
+        fold_conv_bn_pairs(variant)
+        for module in list(variant.modules()):
+            if isinstance(module, kinds):
+                module.switch_to_deploy()
+        variants[step] = variant
+    return variants
+
+
 def run(names: Sequence[str],
         preset: Dict,
         device: str = 'cpu',
         fuse_all: bool = False,
+        steps: bool = False,
         log: Callable[[str], None] = print) -> Dict[str, object]:
     """Build, count and time ``names``; one row per model (JSON-ready)."""
     from saevit_mm.deploy import switch_to_deploy
@@ -272,11 +294,14 @@ def run(names: Sequence[str],
             if scope == 'saevit_mm':
                 deployed = copy.deepcopy(model)
                 switch_to_deploy(deployed)
-                with torch.no_grad():
-                    diff = (deployed(x[:1]) - model(x[:1])).abs().max()
-                name = f'{name} [deployed]'
-                rows[name] = dict(row, name=name, max_abs_diff=float(diff))
-                models[name] = deployed
+                variants = dict(deploy_steps(model) if steps else {},
+                                deployed=deployed)
+                for step, variant in variants.items():
+                    with torch.no_grad():
+                        diff = (variant(x[:1]) - model(x[:1])).abs().max()
+                    key = f'{name} [{step}]'
+                    rows[key] = dict(row, name=key, max_abs_diff=float(diff))
+                    models[key] = variant
         except Exception as exc:  # noqa: BLE001 (reported in the row)
             row['error'] = _error(exc)
     errors: Dict[Hashable, str] = {}
@@ -301,7 +326,7 @@ def run(names: Sequence[str],
         rows[name][column] = dict(error=message)
     return dict(
         machine=dict(machine(), device=device),
-        settings=dict(preset, fuse_all=fuse_all),
+        settings=dict(preset, fuse_all=fuse_all, deploy_steps=steps),
         models=list(rows.values()))
 
 
@@ -339,8 +364,9 @@ def markdown(result: Dict) -> str:
         '', f'Medians of {s["repeats"]} interleaved rounds '
         f'({s["dense_repeats"]} for the backbone sizes, batch 1), ± half '
         'the range; GMAC/s: multiply-adds per second at the median img/s. '
-        '[deployed]: saevit_mm.deploy.switch_to_deploy, timed in the same '
-        'rounds' + ('; every peer deployed too' if s['fuse_all'] else '') +
+        '[deployed]: saevit_mm.deploy.switch_to_deploy (BatchNorms folded, '
+        'CIFFNs merged, channels-last), timed in the same rounds' +
+        ('; every peer deployed too' if s['fuse_all'] else '') +
         f'. Command: `{result.get("command", "")}`.', '',
         'Published ImageNet-1K top-1, not measured here (SAEViT\'s: the '
         'paper\'s own checkpoints):', ''
@@ -375,7 +401,7 @@ def plot(result: Dict, path: Path) -> None:
         color = dict(
             saevit_mm='tab:red',
             timm='tab:purple').get(row['scope'], 'tab:blue')
-        hollow = 'none' if '[deployed]' in row['name'] else color
+        hollow = 'none' if '[' in row['name'] else color
         for ax, xy in zip(axes, ((rate, row['top1']), (row['gflops'], rate))):
             ax.plot(
                 *xy,
@@ -431,15 +457,20 @@ def main(argv=None) -> None:
         action='store_true',
         help='deploy every peer too (fold its BatchNorms)')
     parser.add_argument(
+        '--deploy-steps',
+        action='store_true',
+        help='time SAEViT after each deploy step too (folded, CIFFN merged)')
+    parser.add_argument(
         '--out-dir', type=Path, default=Path('work_dirs/benchmark'))
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    log = (lambda line: None) if args.no_progress else (
+        lambda line: print(f'[benchmark] {line}', flush=True))
     result = run(args.models, PRESETS[args.preset], args.device, args.fuse_all,
-                 (lambda line: None) if args.no_progress else
-                 (lambda line: print(f'[benchmark] {line}', flush=True)))
+                 args.deploy_steps, log)
     argv = sys.argv[1:] if argv is None else argv
     result.update(
         preset=args.preset,

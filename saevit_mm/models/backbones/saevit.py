@@ -29,11 +29,11 @@ from ..layers.block import ATTN_TYPES, FFN_TYPES, check_choice
 from ..layers.saa import check_max_delegates
 from ..layers.stem import ConvStem
 from ..utils.backbone_utils import (NORM_LAYERS, check_frozen_stages,
-                                    init_conv,
-                                    freeze_module, normalize_out_indices,
-                                    normalizes_with_local_batch,
-                                    set_norm_eval)
+                                    freeze_module, init_conv,
+                                    normalize_out_indices,
+                                    normalizes_with_local_batch, set_norm_eval)
 from ..utils.checkpoint import check_pretrained_state_dict
+from ..utils.fuse import fold_conv_bn_pairs
 
 __all__ = ['SAEViT']
 
@@ -212,12 +212,6 @@ class SAEViT(BaseModule):
             }),
     }
 
-    #: Memory format of the deploy form (``saevit_mm.deploy.switch_to_deploy``
-    #: moves the weights and the input to it): in a one-off interleaved
-    #: comparison (SAEViT-t, batch 32 at 224, 2 CPU threads, 5 rounds) the
-    #: deploy form ran 1.17x eager in channels_last and 1.10x in NCHW.
-    DEPLOY_MEMORY_FORMAT = torch.channels_last
-
     def __init__(self,
                  arch: Union[str, Dict] = 't',
                  in_channels: int = 3,
@@ -269,8 +263,8 @@ class SAEViT(BaseModule):
                                                  self.num_stages)
         self.norm_eval = norm_eval
         self.with_cp = with_cp
-        #: set by the deploy step: the input is moved to this format first
-        self.input_memory_format: Optional[torch.memory_format] = None
+        #: in the inference form (:meth:`switch_to_deploy`)
+        self.deploy = False
 
         # stem and stages
         self.stem = ConvStem(
@@ -378,8 +372,8 @@ class SAEViT(BaseModule):
             ``ceil(H / s) x ceil(W / s)`` with ``s = 4 * 2^i``.
         """
         self._check_input(x)
-        if self.input_memory_format is not None:
-            x = x.contiguous(memory_format=self.input_memory_format)
+        if self.deploy:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         outs = []
         for i in range(self.num_used_stages):
@@ -387,6 +381,34 @@ class SAEViT(BaseModule):
             if i in self.out_indices:
                 outs.append(x.contiguous())
         return tuple(outs)
+
+    @torch.no_grad()
+    def switch_to_deploy(self, probe_size: Sequence[int] = (224, 224)) -> None:
+        """Switch to the inference form, in place and for good: eval mode,
+        every BatchNorm folded into the convolution next to it, each
+        block's deploy form (:meth:`~..layers.SAEViTBlock.switch_to_deploy`,
+        :meth:`~..layers.CIFFN.switch_to_deploy`), weights and input in
+        channels-last. The outputs stay those of the eval-mode model up to
+        float rounding; what each step gains on CPU: ``docs/benchmark.md``.
+
+        Args:
+            probe_size: Input size of the probe forward that finds the
+                conv -> BN pairs (:func:`~..utils.fuse.fold_conv_bn_pairs`).
+                Defaults to ``(224, 224)``.
+
+        Raises:
+            RuntimeError: A norm is not a BatchNorm (``GN``, say), so a
+                block's deploy form cannot absorb it.
+        """
+        if self.deploy:
+            return
+        self.eval()
+        fold_conv_bn_pairs(self, probe_size=probe_size)
+        for module in list(self.modules())[1:]:  # a block before its parts
+            if callable(getattr(module, 'switch_to_deploy', None)):
+                module.switch_to_deploy()
+        self.to(memory_format=torch.channels_last)
+        self.deploy = True
 
     @property
     def num_used_stages(self) -> int:

@@ -7,13 +7,12 @@ from .conv_norm import ConvNorm
 from .dwsconv import DWSConv
 from .ffn import ConvFFN
 from .mhsa import MHSA2d
-from .saa import SparselyAggregatedAttention, spread_cells
+from .saa import SparselyAggregatedAttention
 from .stage import SAEViTStage
 from .stem import ConvStem, Downsample
 
 __all__ = [
     'act_in_place', 'ATTN_TYPES', 'FFN_TYPES', 'Attention2d', 'coarse_tokens',
     'CIFFN', 'ConvFFN', 'ConvNorm', 'ConvStem', 'Downsample', 'DWSConv',
-    'MHSA2d', 'SAEViTBlock', 'SAEViTStage', 'SparselyAggregatedAttention',
-    'spread_cells'
+    'MHSA2d', 'SAEViTBlock', 'SAEViTStage', 'SparselyAggregatedAttention'
 ]

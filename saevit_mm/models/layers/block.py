@@ -11,12 +11,14 @@ The ablation switches replace SAA by full attention (``attn_type='mhsa'``),
 CIFFN by a plain conv FFN (``ffn_type='ffn'``) or drop DWSConv
 (``use_dwsconv=False``).
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
+import torch
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
 
+from ..utils.fuse import fold_bn_into_next_conv_, is_foldable_bn
 from .ciffn import CIFFN
 from .dwsconv import DWSConv
 from .ffn import ConvFFN
@@ -121,17 +123,32 @@ class SAEViTBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 \
             else nn.Identity()
 
-    def deploy_pre_norm_pairs(self) -> List[Tuple[str, str]]:
-        """``(norm, conv)`` pairs whose norm folds exactly into the conv
-        after it (:func:`saevit_mm.deploy.switch_to_deploy`): ``norm2`` into
-        the FFN's 1x1 expansion; ``norm1`` into SAA's sampler (its input is
-        edge-padded, never zero-padded) or, without a sampler, into the 1x1
-        q/k/v projection (average pooling before it keeps an affine map
-        affine)."""
-        attn = self.attn
-        first = 'attn.sampler' if getattr(attn, 'sampler', None) is not None \
-            else 'attn.attn.qkv'
-        return [('norm1', first), ('norm2', 'ffn.expand.conv')]
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Fold the pre-norms into the convolution after them: ``norm2``
+        into the FFN's 1x1 expansion; ``norm1`` into SAA's sampler (its
+        input is edge-padded, never zero-padded) or, without a sampler,
+        into the 1x1 q/k/v projection (average pooling before it keeps an
+        affine map affine). Exact: no zero padding meets the folded shift.
+
+        Raises:
+            RuntimeError: A pre-norm is not a BatchNorm in eval mode with
+                running statistics, which is what folds.
+        """
+        sampler = getattr(self.attn, 'sampler', None)
+        first = sampler if sampler is not None else self.attn.attn.qkv
+        for name, conv in (('norm1', first), ('norm2', self.ffn.expand.conv)):
+            norm = getattr(self, name)
+            if isinstance(norm, nn.Identity):
+                continue
+            if not is_foldable_bn(norm):
+                mode = ' in training mode' if norm.training else ''
+                raise RuntimeError(
+                    'SAEViTBlock.switch_to_deploy folds BatchNorms in eval '
+                    f'mode with running statistics; {name} is a '
+                    f'{type(norm).__name__}{mode}.')
+            fold_bn_into_next_conv_(norm, conv)
+            setattr(self, name, nn.Identity())
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the block to ``x`` (``B, C, H, W``)."""

@@ -117,7 +117,7 @@ class CIFFN(nn.Module):
         Raises:
             RuntimeError: A norm of the expansion, of a group convolution or
                 of the projection is not folded yet (fold them first, as
-                :func:`saevit_mm.deploy.switch_to_deploy` does).
+                :meth:`SAEViT.switch_to_deploy` does).
         """
         if self.merged is not None:
             return
@@ -125,7 +125,7 @@ class CIFFN(nn.Module):
         if not all(isinstance(conv.norm, nn.Identity) for conv in convs):
             raise RuntimeError(
                 'CIFFN.switch_to_deploy needs every norm folded into its '
-                'convolution first (saevit_mm.deploy.switch_to_deploy does '
+                'convolution first (SAEViT.switch_to_deploy does '
                 'that); found unfolded norms.')
         groups, width = self.groups, self.dwconvs[0].conv.in_channels
         hidden = groups * width

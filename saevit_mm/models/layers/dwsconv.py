@@ -5,17 +5,12 @@ embedded in every block strengthen local features. Our choice: depth-wise 3x3
 -> BN -> GELU -> point-wise 1x1 -> BN; the block adds it as a residual
 branch. The second BN is ours (it keeps the branch's scale in check at
 initialisation and folds into the 1x1 convolution at deploy time).
-
-Deploy form (:meth:`DWSConv.switch_to_deploy`): without autograd the
-activation runs in place on the depth-wise output
-(:func:`~.act_in_place.act_in_place`).
 """
 from typing import Dict
 
 from mmcv.cnn import build_activation_layer
 from torch import Tensor, nn
 
-from .act_in_place import act_in_place
 from .conv_norm import ConvNorm
 
 __all__ = ['DWSConv']
@@ -61,20 +56,8 @@ class DWSConv(nn.Module):
             norm_cfg=norm_cfg)
         self.act = build_activation_layer(act_cfg)
         self.pw = ConvNorm(channels, channels, 1, norm_cfg=norm_cfg)
-        #: deploy form (the activation in place)
-        self.deployed = False
-
-    def switch_to_deploy(self) -> bool:
-        """Run the activation in place (see the module docstring).
-
-        Returns:
-            True: the module is in the deploy form.
-        """
-        self.deployed = True
-        return True
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the block to an NCHW map (no residual added)."""
         x = self.dw(x)
-        return self.pw(
-            act_in_place(self.act, x) if self.deployed else self.act(x))
+        return self.pw(self.act(x))

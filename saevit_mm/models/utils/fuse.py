@@ -1,6 +1,6 @@
-"""Fold BatchNorm into the convolution that feeds it, for inference.
+"""Fold BatchNorm into the convolution next to it, for inference.
 
-``switch_to_deploy(model)`` finds the conv -> BN pairs from the **data flow**
+:func:`fold_conv_bn_pairs` finds the conv -> BN pairs from the **data flow**
 of one probe forward pass, not from the order in which modules are
 registered. mmcv's ``fuse_conv_bn`` pairs a BN with the ``nn.Conv2d``
 registered just before it, which is wrong when a forward applies something in
@@ -18,27 +18,18 @@ the probe pass:
 A BN is any batch norm of
 :class:`~saevit_mm.models.utils.backbone_utils.AnyBatchNorm`: torch's
 ``BN``/``SyncBN`` and mmcv's ``MMSyncBN`` (in eval mode all of them compute
-the same affine map of the running statistics).
+the same affine map of the running statistics). The folded conv gets
+``weight * gamma / sqrt(var + eps)`` and a bias; the BN is replaced by
+``nn.Identity``. Parameters are modified in place.
 
-The folded conv gets ``weight * gamma / sqrt(var + eps)`` and a bias; the BN
-is replaced by ``nn.Identity``. Parameters are modified in place, so call it
-on a model you no longer train.
+:func:`fold_bn_into_next_conv_` folds a BatchNorm *in front of* a
+convolution into its input side; the caller promises that the convolution
+sees no zero padding (the data flow cannot tell).
 
-A BatchNorm *in front of* a convolution (a pre-norm) folds into that
-convolution's input side when nothing else reads the norm's output and the
-convolution sees no zero padding (a 1x1 convolution, or one whose input is
-edge-padded or average-pooled, which keep an affine map affine). The data
-flow cannot tell the padding, so the model says which pairs these are: any
-submodule with a ``deploy_pre_norm_pairs()`` method returning
-``(norm_name, conv_name)`` pairs (names relative to that submodule) gets
-them folded by :func:`fold_bn_into_next_conv_`.
-
-Last, every submodule with a ``switch_to_deploy()`` method (the mmpretrain
-convention of re-parameterisable blocks) is asked to switch to its deploy
-form, once its norms are folded, and a module with a
-``DEPLOY_MEMORY_FORMAT`` class attribute and an ``input_memory_format``
-attribute (the SAEViT backbone) gets its weights and its input moved to that
-memory format (outputs are unchanged: the backbone returns contiguous maps).
+:func:`switch_to_deploy` puts any model in its inference form: its conv -> BN
+pairs folded, then the modules that have a deploy form switched (the
+mmpretrain convention of re-parameterisable backbones:
+``module.switch_to_deploy()``).
 """
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -46,11 +37,11 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-from saevit_mm.models.utils.backbone_utils import is_batch_norm
+from .backbone_utils import is_batch_norm
 
 __all__ = [
-    'find_conv_bn_pairs', 'fuse_conv_bn_', 'fold_bn_into_next_conv_',
-    'fold_pre_norms', 'switch_to_deploy'
+    'find_conv_bn_pairs', 'fuse_conv_bn_', 'fold_conv_bn_pairs',
+    'fold_bn_into_next_conv_', 'is_foldable_bn', 'switch_to_deploy'
 ]
 
 
@@ -220,44 +211,10 @@ def fold_bn_into_next_conv_(bn: nn.Module, conv: _ConvNd) -> None:
     _set_bias(conv, new_bias)
 
 
-def _foldable_norm(module: nn.Module) -> bool:
+def is_foldable_bn(module: nn.Module) -> bool:
+    """A batch norm in eval mode with running statistics: an affine map."""
     return (is_batch_norm(module) and not module.training
             and module.track_running_stats and module.running_mean is not None)
-
-
-def fold_pre_norms(model: nn.Module) -> List[str]:
-    """Fold every pre-norm pair the model's submodules declare.
-
-    Returns:
-        Names of the folded norms (now ``nn.Identity``).
-    """
-    folded = []
-    for prefix, module in list(model.named_modules()):
-        pairs = getattr(module, 'deploy_pre_norm_pairs', None)
-        if not callable(pairs):
-            continue
-        for norm_name, conv_name in pairs():
-            norm = module.get_submodule(norm_name)
-            if not _foldable_norm(norm):
-                continue
-            fold_bn_into_next_conv_(norm, module.get_submodule(conv_name))
-            _set_submodule(module, norm_name, nn.Identity())
-            folded.append(f'{prefix}.{norm_name}' if prefix else norm_name)
-    return folded
-
-
-def _switch_submodules(model: nn.Module) -> None:
-    """Call ``switch_to_deploy()`` of every submodule that has one; move the
-    modules that name a deploy memory format to it."""
-    for module in list(model.modules())[1:]:
-        method = getattr(module, 'switch_to_deploy', None)
-        if callable(method):
-            method()
-    for module in model.modules():
-        fmt = getattr(module, 'DEPLOY_MEMORY_FORMAT', None)
-        if fmt is not None and hasattr(module, 'input_memory_format'):
-            module.to(memory_format=fmt)
-            module.input_memory_format = fmt
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -276,16 +233,13 @@ def _default_probe(model: nn.Module,
         1, first.in_channels, *size, device=param.device, dtype=param.dtype)
 
 
-def switch_to_deploy(
-    model: nn.Module,
-    example_input: Optional[torch.Tensor] = None,
-    probe_size: Sequence[int] = (224, 224)
-) -> List[str]:
-    """Put ``model`` in eval mode; fold every safe conv -> BN pair, then
-    every pre-norm its modules declare (see the module docstring).
+def fold_conv_bn_pairs(model: nn.Module,
+                       example_input: Optional[torch.Tensor] = None,
+                       probe_size: Sequence[int] = (224, 224)) -> List[str]:
+    """Fold every safe conv -> BN pair of ``model`` (module docstring).
 
     Args:
-        model: Any module (a backbone or a whole classifier).
+        model: The model, in eval mode.
         example_input: The probe input for the data-flow pass. Defaults to
             ``None``: a ``1 x C x probe_size`` random tensor, where ``C`` is
             the ``in_channels`` of the first convolution.
@@ -293,18 +247,49 @@ def switch_to_deploy(
             ``(224, 224)`` (some models accept only their training size).
 
     Returns:
-        Names of the BN layers that were folded (now ``nn.Identity``):
-        the conv -> BN ones in forward order, then the pre-norms.
+        Names of the folded BN layers (now ``nn.Identity``), in forward
+        order.
     """
-    model.eval()
     if example_input is None:
         example_input = _default_probe(model, probe_size)
-    pairs = [] if example_input is None else find_conv_bn_pairs(
-        model, example_input)  # no probe: a model without convolutions
+    if example_input is None:  # a model without convolutions
+        return []
+    pairs = find_conv_bn_pairs(model, example_input)
     for conv_name, bn_name in pairs:
         fuse_conv_bn_(
             model.get_submodule(conv_name), model.get_submodule(bn_name))
         _set_submodule(model, bn_name, nn.Identity())
-    folded = [bn_name for _, bn_name in pairs] + fold_pre_norms(model)
-    _switch_submodules(model)
+    return [bn_name for _, bn_name in pairs]
+
+
+def switch_to_deploy(
+    model: nn.Module,
+    example_input: Optional[torch.Tensor] = None,
+    probe_size: Sequence[int] = (224, 224)
+) -> List[str]:
+    """Put ``model`` (a backbone, a whole classifier, a peer) in eval mode
+    and in its inference form.
+
+    Every safe conv -> BN pair is folded first (:func:`fold_conv_bn_pairs`);
+    then every outermost submodule with a ``switch_to_deploy()`` method (an
+    ``SAEViT`` backbone, a RepVGG-style block) switches itself.
+
+    Args:
+        model: Any module.
+        example_input: The probe input (see :func:`fold_conv_bn_pairs`).
+        probe_size: Spatial size of the default probe. Defaults to
+            ``(224, 224)``.
+
+    Returns:
+        Names of the BN layers folded by the data-flow pass (now
+        ``nn.Identity``), in forward order.
+    """
+    model.eval()
+    folded = fold_conv_bn_pairs(model, example_input, probe_size)
+    switched: List[str] = []
+    for name, module in model.named_modules():
+        inside = any(s == '' or name.startswith(f'{s}.') for s in switched)
+        if not inside and callable(getattr(module, 'switch_to_deploy', None)):
+            module.switch_to_deploy()
+            switched.append(name)
     return folded
