@@ -6,16 +6,13 @@
 # Accuracy metric; the demo data, a 5-epoch schedule and 64-pixel images
 # instead of ImageNet-1k, 300 epochs and 224 pixels.
 #
-# What a 5-epoch run needs beyond that, each measured on the demo data
-# (top-1 on its 10 classes):
-# - the four regularisers the 300-epoch recipe needs against overfitting --
-#   Mixup, CutMix, RandAugment and RandomErasing -- are off: with them the
-#   model stays near chance (9-17% after 320-400 iterations; 37.5% without);
+# What a 5-epoch run needs beyond that (measurements: docs/demo.md):
+# - Mixup, CutMix, RandAugment and RandomErasing off: the 300-epoch
+#   recipe's regularisers keep a 5-epoch model near chance;
 # - RandomResizedCrop keeps at least 35% of the image instead of 8%: a demo
 #   image holds small shapes of other classes, which a tighter crop can
 #   isolate under the wrong label;
-# - lr 5e-4 with a quarter-epoch warm-up instead of 1e-3 with 5 epochs
-#   (these two changes together: 54% against 29% after 5 epochs).
+# - lr 5e-4 with a quarter-epoch warm-up instead of 1e-3 with 5 epochs.
 # SAEVIT_DEMO_DATA (default data/demo) is the root the demo data was written
 # to.
 _base_ = '../cls/saevit-t_8xb128-coslr-300e_in1k.py'
