@@ -45,6 +45,19 @@ def test_declared_requirements_pin_no_exact_version():
                            ), f'{name}.txt pins {req} exactly'
 
 
+def test_declared_requirements_cannot_move_torch_or_numpy():
+    """torch and torchvision are the user's (mmcv is built for them): not
+    declared at all; numpy only has a floor (a ceiling would move a newer
+    numpy down)."""
+    declared = [
+        req for name in DECLARED
+        for req in _requirements(REQUIREMENTS / f'{name}.txt')
+    ]
+    assert not [r for r in declared if r.name in ('torch', 'torchvision')]
+    for req in (r for r in declared if r.name == 'numpy'):
+        assert all(s.operator in ('>=', '>') for s in req.specifier), req
+
+
 def test_this_environment_is_one_of_the_tested_stacks():
     """Every exact pin of the stack whose torch is installed holds here."""
     torch_version = _installed('torch')
