@@ -220,24 +220,29 @@ class _Ops(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.names, self.convs = [], []
+        self.names, self.convs, self.pointwise_groups = [], [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         self.names.append(name)
         if name == 'convolution':
             self.convs.append((tuple(args[1].shape[-2:]), args[6]))
+            if tuple(args[1].shape[-2:]) == (1, 1):
+                self.pointwise_groups.append(args[8])
         return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize('batch,size,way', [(1, (8, 8), 'merged'),
                                             (2, (40, 37), 'per-group'),
                                             (1, (45, 46), 'per-group')])
-def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way):
+@pytest.mark.parametrize('redistribute', [True, False],
+                         ids=['shuffle', 'no-shuffle'])
+def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way,
+                                                       redistribute):
     """Deploy form of CIFFN: below MERGE_MAX_PIXELS one merged 9x9 conv,
-    from it up one conv per group with its own 3/5/7/9 kernel; exact either
-    way (float64)."""
-    ffn = CIFFN(16, 3).double().eval()
+    from it up one conv per group with its own 3/5/7/9 kernel; the shuffle
+    and the grouped projection one dense 1x1; exact either way (float64)."""
+    ffn = CIFFN(16, 4, redistribute=redistribute).double().eval()
     _randomize_bn(ffn)
     x = torch.randn(batch, 16, *size, dtype=torch.float64)
     with torch.no_grad():
@@ -248,6 +253,7 @@ def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way):
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
     kernels = sorted(k[0] for k, _ in ops.convs if k != (1, 1))
     assert kernels == ([9] if way == 'merged' else [3, 5, 7, 9]), ops.convs
+    assert ops.pointwise_groups == [1, 1], 'a grouped 1x1 convolution ran'
     assert (batch * size[0] * size[1] < CIFFN.MERGE_MAX_PIXELS) == \
         (way == 'merged')
 

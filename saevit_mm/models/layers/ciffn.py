@@ -18,11 +18,14 @@ those steps (ShuffleNet's shuffle between grouped operators):
    projection would absorb the shuffle into its column order.
 
 Deploy form (:meth:`CIFFN.switch_to_deploy`, once the norms are folded):
-on small maps (fewer than :attr:`CIFFN.MERGE_MAX_PIXELS` pixels, batch x
-height x width) the shuffle moves into the expansion's row order and the
-``g`` depth-wise convolutions become one, each channel keeping its own
-kernel zero-padded to the largest size: four operators, no split and no
-copy. Larger maps keep the per-group convolutions, which run fewer taps.
+the shuffle and the grouped projection become one dense 1x1 convolution
+whose weight is block-diagonal with its columns in the groups' unshuffled
+order (on CPU a grouped 1x1 convolution takes a slow path that the dense
+one, with ``g`` times the multiply-adds, outruns). On small maps (fewer
+than :attr:`CIFFN.MERGE_MAX_PIXELS` pixels, batch x height x width) the
+``g`` depth-wise convolutions also become one, each channel keeping its
+own kernel zero-padded to the largest size: no split and no copy. Larger
+maps keep the per-group convolutions, which run fewer taps.
 """
 from typing import Dict, Optional, Sequence
 
@@ -106,20 +109,22 @@ class CIFFN(nn.Module):
         self.act = build_activation_layer(act_cfg)
         self.project = ConvNorm(
             hidden, embed_dims, 1, groups=groups, norm_cfg=norm_cfg)
-        #: deploy form: the expansion in shuffled row order and the merged
-        #: depth-wise convolution, else None
+        #: in the deploy form (:meth:`switch_to_deploy`)
+        self.deploy = False
+        #: deploy form on small maps: the expansion and the merged
+        #: depth-wise convolution
         self.merged: Optional[nn.Sequential] = None
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
-        """Build the merged way of the deploy form (module docstring).
+        """Switch to the deploy form (module docstring).
 
         Raises:
             RuntimeError: A norm of the expansion, of a group convolution or
                 of the projection is not folded yet (fold them first, as
                 :meth:`SAEViT.switch_to_deploy` does).
         """
-        if self.merged is not None:
+        if self.deploy:
             return
         convs = [self.expand, *self.dwconvs, self.project]
         if not all(isinstance(conv.norm, nn.Identity) for conv in convs):
@@ -129,37 +134,45 @@ class CIFFN(nn.Module):
                 'that); found unfolded norms.')
         groups, width = self.groups, self.dwconvs[0].conv.in_channels
         hidden = groups * width
+        project = self.project.conv
+        rows = project.out_channels // groups
+        dense = torch.zeros(project.out_channels, hidden).to(project.weight)
+        for m in range(groups):
+            dense[m * rows:(m + 1) * rows, m * width:(m + 1) * width] = \
+                project.weight[m * rows:(m + 1) * rows, :, 0, 0]
+        if self.redistribute:  # unshuffled channel j * width + i sits at
+            # shuffled position i * groups + j
+            dense = dense[:, torch.arange(hidden).view(width, groups).t()
+                          .reshape(-1)]
+        self.project.conv = nn.Conv2d(hidden, project.out_channels,
+                                      1).to(project.weight)
+        self.project.conv.weight.copy_(dense[:, :, None, None])
+        self.project.conv.bias.copy_(project.bias)
         expand = self.expand.conv
-        order = torch.arange(hidden)
-        if self.redistribute:  # shuffled channel i * g + j = j * width + i
-            order = order.view(groups, width).t().reshape(-1)
-        shuffled = nn.Conv2d(expand.in_channels, hidden, 1).to(expand.weight)
-        shuffled.weight.copy_(expand.weight[order])
-        shuffled.bias.copy_(expand.bias[order])
         size = max(conv.conv.kernel_size[0] for conv in self.dwconvs)
         dwconv = nn.Conv2d(
             hidden, hidden, size, padding=size // 2, groups=hidden).to(
                 expand.weight)
         dwconv.weight.zero_()
         for j, part in enumerate(self.dwconvs):
-            k = part.conv.kernel_size[0]
-            start = (size - k) // 2
-            channels = slice(j, None, groups) if self.redistribute else \
-                slice(j * width, (j + 1) * width)
-            dwconv.weight[channels, :, start:start + k,
-                          start:start + k] = part.conv.weight
-            dwconv.bias[channels] = part.conv.bias
-        self.merged = nn.Sequential(shuffled, dwconv)
+            start = (size - part.conv.kernel_size[0]) // 2
+            stop = start + part.conv.kernel_size[0]
+            dwconv.weight[j * width:(j + 1) * width, :, start:stop,
+                          start:stop] = part.conv.weight
+            dwconv.bias[j * width:(j + 1) * width] = part.conv.bias
+        self.merged = nn.Sequential(expand, dwconv)
+        self.deploy = True
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the FFN to ``x`` (``B, C, H, W``); no residual added."""
         B, _, H, W = x.shape
-        if self.merged is not None and B * H * W < self.MERGE_MAX_PIXELS:
+        if self.deploy and B * H * W < self.MERGE_MAX_PIXELS:
             return self.project(act_in_place(self.act, self.merged(x)))
         parts = [
             conv(part) for conv, part in zip(
                 self.dwconvs, self.expand(x).chunk(self.groups, dim=1))
         ]
-        x = channel_shuffle(parts) if self.redistribute else torch.cat(
-            parts, dim=1)
+        # deployed, the dense projection reads the groups unshuffled
+        x = channel_shuffle(parts) if self.redistribute and not \
+            self.deploy else torch.cat(parts, dim=1)
         return self.project(act_in_place(self.act, x))
