@@ -55,9 +55,12 @@ def test_sdpa_handle_counts_what_matmuls_count():
     assert plain.unsupported_ops()[SDPA_OP] == 1
 
 
-def test_saa_layer_count_matches_hand_count():
+@pytest.mark.parametrize('norm_cfg', [None, dict(type='LN2d')],
+                         ids=['no-norm', 'LN2d'])
+def test_saa_layer_count_matches_hand_count(norm_cfg):
     B, C, heads, r, H, W = 2, 16, 2, 2, 7, 9
-    saa = SparselyAggregatedAttention(C, heads, sample_ratio=r).eval()
+    saa = SparselyAggregatedAttention(
+        C, heads, sample_ratio=r, norm_cfg=norm_cfg).eval()
     h, w = -(-H // r), -(-W // r)  # delegates of the edge-padded map: 4x5
     n = h * w
     coarse = -(-h // 2) * -(-w // 2)  # 2x coarser keys/values: 2x3
@@ -72,7 +75,7 @@ def test_saa_layer_count_matches_hand_count():
         # depth-wise transposed conv: r * r outputs per delegate and channel
         'recovery': B * C * r * r * n,
         # LayerNorm on the cropped map (mmengine: 5 per element, affine)
-        'norm': 5 * B * C * H * W,
+        'norm': 5 * B * C * H * W if norm_cfg else 0,
         # 1x1 projection on the cropped H x W map
         'proj': B * C * C * H * W,
     }
@@ -86,7 +89,8 @@ def test_saa_layer_count_matches_hand_count():
                 'scaled_dot_product_attention'] == flops
         else:
             assert by_module[name] == flops, name
-    assert analyzer.total() == sum(hand.values()) == 111456
+    assert analyzer.total() == sum(hand.values()) == (
+        111456 if norm_cfg else 111456 - 5 * B * C * H * W)
 
 
 @pytest.mark.parametrize('arch', ['t', 's'])
