@@ -62,7 +62,8 @@ def test_every_arm_config_exists_and_every_config_is_an_arm():
             for a in ARMS if a.dense_config
             } == {a.name
                   for a in ARMS if a.kind in ('saevit', 'peer')
-                  }, 'SAEViT-t and every peer can be the dense arm'
+                  } | {'CIFFN -> plain FFN'
+                       }, 'SAEViT-t, CIFFN -> FFN and every peer are dense arms'
     assert set(ALLOWED) == {arm.name for arm in ARMS} - {'SAEViT-t'}
 
 
@@ -90,6 +91,10 @@ def test_arm_changes_only_the_backbone(arm):
 def test_dense_arm_changes_only_the_backbone(arm):
     """Same data, recipe, schedule, neck and head as the FPN demo."""
     changed = _changed_keys(DEMO_DENSE_CONFIG, arm.dense_config)
+    if arm.kind == 'ablation':
+        # the same switch as its classification arm, nothing else
+        assert changed == _changed_keys(DEMO_CONFIG, arm.config)
+        return
     assert any(k.startswith('model.neck.in_channels') for k in changed)
     unexpected = [
         k for k in changed if not any(re.search(r, k) for r in DENSE_ALLOWED)
@@ -107,7 +112,8 @@ def test_arm_builds_and_classifies_a_demo_image(arm):
     assert logits.shape == (2, 10)
 
 
-@pytest.mark.parametrize('arm', DENSE_ARMS, ids=lambda a: a.slug)
+@pytest.mark.parametrize(
+    'arm', [a for a in DENSE_ARMS if a.kind == 'peer'], ids=lambda a: a.slug)
 def test_dense_backbone_is_the_classification_backbone(arm):
     """The peer's segmenter backbone takes its classifier's arguments; only
     what multi-scale outputs and the initialisation need differs."""
@@ -166,9 +172,9 @@ def test_dense_arms_are_saevit_and_the_best_peer():
         'SAEViT-t': 52.
     }
     assert [a.name for a in choose_dense_arms(ARMS, top1)
-            ] == ['SAEViT-t', 'MobileViT-x_small']
+            ] == ['SAEViT-t', 'CIFFN -> plain FFN', 'MobileViT-x_small']
     assert [a.name for a in choose_dense_arms(ARMS, top1, 'resnet-18')
-            ] == ['SAEViT-t', 'ResNet-18']
+            ] == ['SAEViT-t', 'CIFFN -> plain FFN', 'ResNet-18']
     with pytest.raises(KeyError, match='not a peer; peers: .*ResNet-18'):
         choose_dense_arms(ARMS, top1, 'no DWSConv')
     assert [a.name for a in choose_dense_arms(ARMS[:2], top1)] == ['SAEViT-t']
@@ -274,16 +280,17 @@ def test_smoke_sweep_runs_every_arm_and_resumes(tmp_path_factory, tmp_path):
     assert '| SAEViT-t |' in tables and 'Semantic FPN' in tables
     assert '[ablation] ResNet-18 seed 0' in first.stdout
     dense = report['dense']['arms']
-    assert [a['kind'] for a in dense] == ['saevit', 'peer']
+    assert [(a['kind'], a['name']) for a in dense[:2]
+            ] == [('saevit', 'SAEViT-t'), ('ablation', 'CIFFN -> plain FFN')]
     best = max((a for a in report['arms'] if a['kind'] == 'peer'),
                key=lambda a: a['top1_mean'])
-    assert dense[1]['name'] == best['name']
+    assert [a['name'] for a in dense[2:]] == [best['name']]
     for arm in dense:
         assert 0 <= arm['miou_mean'] <= 100
         assert arm['gflops'] > 0 and arm['throughput']['median'] > 0
     logs = sorted((tmp_path / 'smoke').glob('*/seed0/train.log')) + sorted(
         (tmp_path / 'smoke').glob('fpn/*/seed0/train.log'))
-    assert len(logs) == len(ARMS) + 2
+    assert len(logs) == len(ARMS) + 3
     written = [log.stat().st_mtime_ns for log in logs]
     run_tool(args, data, timeout=900)
     assert [log.stat().st_mtime_ns for log in logs] == written, \

@@ -5,8 +5,9 @@
    config of ``configs/ablation/`` changing only the backbone (and what its
    channels force), for several seeds.
 2. Dense: fine-tunes and tests the Semantic FPN demo
-   (:data:`DEMO_DENSE_CONFIG`) from each seed's classifier of SAEViT-t and
-   of the peer with the best mean top-1 (or ``--dense-peer``).
+   (:data:`DEMO_DENSE_CONFIG`) from each seed's classifier of SAEViT-t, of
+   the ablations that have a dense config (CIFFN -> plain FFN) and of the
+   peer with the best mean top-1 (or ``--dense-peer``).
 3. Measures every model's parameters, FLOPs and throughput in one process,
    interleaved (``benchmark.measure``: classifiers at batch 32 and 224²,
    segmenters at batch 1 and 512²; ``--smoke``: 64² and 128², one round).
@@ -50,7 +51,7 @@ class Arm:
         config: Classification config, relative to the repository.
         kind: ``'saevit'``, ``'ablation'`` or ``'peer'``.
         dense_config: Semantic FPN config of the same backbone, or None
-            (the ablations: the dense task compares SAEViT-t with a peer).
+            (an arm that is only trained for classification).
     """
     name: str
     config: str
@@ -71,7 +72,7 @@ ARMS = (
     Arm('SAA -> full attention', f'configs/ablation/saevit-t-mhsa{_CLS}',
         'ablation'),
     Arm('CIFFN -> plain FFN', f'configs/ablation/saevit-t-ffn{_CLS}',
-        'ablation'),
+        'ablation', f'configs/ablation/fpn_saevit-t-ffn{_DENSE}'),
     Arm('CIFFN without redistribution',
         f'configs/ablation/saevit-t-ciffn-noshuffle{_CLS}', 'ablation'),
     Arm('SAA recovery: no norm -> LN2d',
@@ -129,9 +130,12 @@ def select_arms(names: Optional[Sequence[str]]) -> List[Arm]:
 def choose_dense_arms(arms: Sequence[Arm],
                       top1_mean: Mapping[str, float],
                       peer: Optional[str] = None) -> List[Arm]:
-    """SAEViT-t and one peer: ``peer``, or the one with the best mean top-1
-    among ``arms`` (none when no peer was trained)."""
-    saevit = [a for a in arms if a.kind == 'saevit']
+    """The arms of ``arms`` fine-tuned for the dense task: SAEViT-t, the
+    ablations with a dense config, and one peer: ``peer``, or the one with
+    the best mean top-1 among ``arms`` (none when no peer was trained)."""
+    saevit = [
+        a for a in arms if a.kind != 'peer' and a.dense_config is not None
+    ]
     if peer is not None:
         chosen = [a for a in ARMS if a.name.lower() == peer.lower()]
         if not chosen or chosen[0].kind != 'peer':
