@@ -85,3 +85,39 @@ def test_unknown_model_is_refused_with_the_known_names(capsys):
     with pytest.raises(SystemExit):
         main(['--tiny', '--models', 'NoSuchNet'])
     assert 'SAEViT-t' in capsys.readouterr().err
+
+
+def test_baseline_revision_runs_beside_todays_package(tmp_path):
+    """--baseline REV: SAEViT as of REV, imported beside today's package
+    (which keeps its root registry entry), eager and deployed in the same
+    rounds, and the table of time ratios."""
+    from mmengine.registry import MODELS as ROOT
+
+    from saevit_mm.models import SAEViT
+    main([
+        '--tiny', '--no-progress', '--threads', '1', '--out-dir',
+        str(tmp_path), '--models', 'SAEViT-t', '--baseline', 'HEAD'
+    ])
+    assert ROOT.get('SAEViT') is SAEViT
+    result = json.loads((tmp_path / 'benchmark.json').read_text())
+    rows = {row['name']: row for row in result['models']}
+    assert list(rows) == [
+        'SAEViT-t', 'SAEViT-t [deployed]', 'SAEViT-t [@HEAD]',
+        'SAEViT-t [@HEAD deployed]'
+    ]
+    for row in rows.values():
+        assert 'error' not in row, row
+        assert row['img/s']['median'] > 0 and row['gflops'] > 0
+    assert rows['SAEViT-t [@HEAD deployed]']['max_abs_diff'] < 1e-3
+    assert 'max_abs_diff' not in rows['SAEViT-t [@HEAD]']
+    table = (tmp_path / 'benchmark.md').read_text()
+    assert 'Time now / at `HEAD`' in table
+    assert '| SAEViT-t | eager | ' in table
+    assert '| SAEViT-t | deployed | ' in table
+
+
+def test_unknown_baseline_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(['--tiny', '--models', 'SAEViT-t', '--baseline', 'no-such-rev'])
+    assert "--baseline: 'no-such-rev' is not a commit" in \
+        capsys.readouterr().err

@@ -7,7 +7,9 @@ backbone arguments follow each host's ImageNet config; timm peers are built
 ``features_only`` (last stage) and reparameterised where they have a deploy
 form. SAEViT runs twice: as built and deployed
 (:func:`saevit_mm.deploy.switch_to_deploy`), and with ``--deploy-steps``
-after each step of its deploy form too. All timings run in one process,
+after each step of its deploy form too; with ``--baseline REV`` it also runs
+as of git revision ``REV`` (:mod:`revision_import`), eager and deployed, and
+the report gives the time ratios now / then. All timings run in one process,
 round-robin with the order rotated every round, so a slow minute on a
 shared machine hurts every model alike; the report gives medians and
 ranges. FLOPs are multiply-adds from one counter for all
@@ -21,6 +23,8 @@ Examples::
     python tools/analysis_tools/benchmark.py --tiny           # smoke test
     python tools/analysis_tools/benchmark.py --models SAEViT-t ResNet-18
     python tools/analysis_tools/benchmark.py --models SAEViT-t --deploy-steps
+    python tools/analysis_tools/benchmark.py --quick --models SAEViT-t \
+        --baseline 15c31b5                      # before / after, one process
     python tools/analysis_tools/benchmark.py --device cuda --out-dir out
 
 Writes ``benchmark.json``, ``benchmark.md`` (the table) and
@@ -37,6 +41,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Dict, Hashable, Optional, Sequence
 
 import torch
@@ -118,10 +123,17 @@ class GAPLinearClassifier(nn.Module):
         return self.head(feat.flatten(2).mean(2) if feat.dim() > 2 else feat)
 
 
-def build_classifier(name: str) -> GAPLinearClassifier:
-    """``MODELS[name]`` as :class:`GAPLinearClassifier` (eval mode, CPU)."""
+def build_classifier(name: str,
+                     package: Optional[ModuleType] = None
+                     ) -> GAPLinearClassifier:
+    """``MODELS[name]`` as :class:`GAPLinearClassifier` (eval mode, CPU);
+    a saevit_mm model from ``package`` (another revision's saevit_mm,
+    :func:`revision_import.import_revision`) if given."""
     scope, cfg = MODELS[name][:2]
-    if scope == 'timm':
+    if package is not None:
+        cfg = dict(cfg)
+        backbone = getattr(package.models, cfg.pop('type'))(**cfg)
+    elif scope == 'timm':
         import timm
         from timm.utils.model import reparameterize_model
         backbone = reparameterize_model(
@@ -271,9 +283,16 @@ def run(names: Sequence[str],
         device: str = 'cpu',
         fuse_all: bool = False,
         steps: bool = False,
-        log: Callable[[str], None] = print) -> Dict[str, object]:
-    """Build, count and time ``names``; one row per model (JSON-ready)."""
+        log: Callable[[str], None] = print,
+        baseline: Optional[str] = None) -> Dict[str, object]:
+    """Build, count and time ``names``; one row per model (JSON-ready).
+    With ``baseline`` (a git revision) the saevit_mm models also as of
+    that revision, eager and ``[deployed]`` by its own deploy function."""
     from saevit_mm.deploy import switch_to_deploy
+    package = None
+    if baseline is not None:
+        from revision_import import import_revision
+        package = import_revision(baseline)
     size = preset['img_size']
     x = torch.randn(preset['batch_size'], 3, size, size, device=device)
     rows, models = {}, {}
@@ -293,12 +312,23 @@ def run(names: Sequence[str],
                 switch_to_deploy(deployed)
                 variants = dict(deploy_steps(model) if steps else {},
                                 deployed=deployed)
+                if package is not None:
+                    before = build_classifier(name, package).to(device)
+                    variants[f'@{baseline}'] = before
+                    variants[f'@{baseline} deployed'] = copy.deepcopy(before)
+                    package.deploy.switch_to_deploy(
+                        variants[f'@{baseline} deployed'])
                 for step, variant in variants.items():
-                    with torch.no_grad():
-                        diff = (variant(x[:1]) - model(x[:1])).abs().max()
                     key = f'{name} [{step}]'
-                    rows[key] = dict(row, name=key, max_abs_diff=float(diff))
+                    rows[key] = dict(row, name=key)
                     models[key] = variant
+                    if step == f'@{baseline}':
+                        rows[key].update(count(variant, size))
+                        continue
+                    with torch.no_grad():  # against its eager form
+                        reference = before if step.startswith('@') else model
+                        diff = (variant(x[:1]) - reference(x[:1])).abs().max()
+                    rows[key]['max_abs_diff'] = float(diff)
         except Exception as exc:  # noqa: BLE001 (reported in the row)
             row['error'] = _error(exc)
     errors: Dict[Hashable, str] = {}
@@ -323,7 +353,8 @@ def run(names: Sequence[str],
         rows[name][column] = dict(error=message)
     return dict(
         machine=dict(machine(), device=device),
-        settings=dict(preset, fuse_all=fuse_all, deploy_steps=steps),
+        settings=dict(
+            preset, fuse_all=fuse_all, deploy_steps=steps, baseline=baseline),
         models=list(rows.values()))
 
 
@@ -374,8 +405,9 @@ def markdown(result: Dict) -> str:
     ]
     lines += [
         f'- {r["name"]}: outputs within {r["max_abs_diff"]:.1e} of '
-        'eager' for r in rows if 'max_abs_diff' in r
+        'its eager form' for r in rows if 'max_abs_diff' in r
     ]
+    lines += _versus_baseline(result)
     errors = [f'- {r["name"]}: {r["error"]}' for r in rows if 'error' in r]
     errors += [
         f'- {r["name"]} {key}: {value["error"]}' for r in rows
@@ -385,6 +417,40 @@ def markdown(result: Dict) -> str:
     if errors:
         lines += ['', 'Failed (n/a):', '', *errors]
     return '\n'.join(lines) + '\n'
+
+
+def _versus_baseline(result: Dict) -> list:
+    """With ``--baseline``: each SAEViT's time now / at the baseline, eager
+    and deployed, from the medians of the same rounds."""
+    s = result['settings']
+    base = s.get('baseline')
+    if not base:
+        return []
+    rows = {r['name']: r for r in result['models']}
+    sizes = [f'{h}x{w}' for h, w in s['dense_sizes']]
+    columns = ['img/s', 'ms', *sizes]
+    lines = [
+        '', f'Time now / at `{base}` (medians of the same interleaved rounds; '
+        'below 1: faster now):', '',
+        f'| model | form | b{s["batch_size"]} @{s["img_size"]} | '
+        f'b1 @{s["img_size"]} | ' +
+        ' | '.join(f'backbone @{size}' for size in sizes) + ' |',
+        '|' + ' --- |' * (2 + len(columns))
+    ]
+    for name in [n for n, r in rows.items() if r['scope'] == 'saevit_mm'
+                 and '[' not in n and f'{n} [@{base}]' in rows]:
+        for form, now, then in (('eager', name, f'{name} [@{base}]'),
+                                ('deployed', f'{name} [deployed]',
+                                 f'{name} [@{base} deployed]')):
+            cells = []
+            for column in columns:
+                a = rows[now].get(column, {}).get('median')
+                b = rows[then].get(column, {}).get('median')
+                ratio = (b / a if column == 'img/s' else a / b) if a and b \
+                    else None
+                cells.append(f'{ratio:.2f}x' if ratio else '-')
+            lines.append(f'| {name} | {form} | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def plot(result: Dict, path: Path) -> None:
@@ -459,6 +525,11 @@ def main(argv=None) -> None:
         help='time SAEViT after each deploy step too (folded, channels-last)')
     parser.add_argument(
         '--out-dir', type=Path, default=Path('work_dirs/benchmark'))
+    parser.add_argument(
+        '--baseline',
+        metavar='REV',
+        help='also time the SAEViT models as of this git revision (eager and '
+        'deployed, same rounds) and report the time ratios now / then')
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
     if args.threads:
@@ -466,8 +537,14 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     log = (lambda line: None) if args.no_progress else (
         lambda line: print(f'[benchmark] {line}', flush=True))
-    result = run(args.models, PRESETS[args.preset], args.device, args.fuse_all,
-                 args.deploy_steps, log)
+    if args.baseline:
+        from revision_import import import_revision
+        try:
+            import_revision(args.baseline)
+        except ValueError as err:
+            parser.error(f'--baseline: {err}')
+    result = run(args.models, PRESETS[args.preset], args.device,
+                 args.fuse_all, args.deploy_steps, log, args.baseline)
     argv = sys.argv[1:] if argv is None else argv
     result.update(
         preset=args.preset,
