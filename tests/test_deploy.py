@@ -235,16 +235,21 @@ class _Ops(TorchDispatchMode):
 @pytest.mark.parametrize('batch,size,way', [(1, (8, 8), 'merged'),
                                             (2, (45, 45), 'merged'),
                                             (2, (46, 45), 'per-group'),
-                                            (1, (65, 64), 'per-group')])
+                                            (1, (65, 64), 'per-group'),
+                                            (2, (46, 45), 'per-group-chunks')])
 @pytest.mark.parametrize('redistribute', [True, False],
                          ids=['shuffle', 'no-shuffle'])
 def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way,
-                                                       redistribute):
+                                                       redistribute,
+                                                       monkeypatch):
     """Deploy form of CIFFN: below MERGE_MAX_PIXELS one merged 9x9 conv
-    and the shuffle + grouped projection as one dense 1x1; from it up one
-    group at a time with its own 3/5/7/9 kernel, its projection columns
-    accumulated (no hidden-width split or concatenation); exact either way
-    (float64)."""
+    and the projection as block products; from it up one group at a time
+    with its own 3/5/7/9 kernel, its projection accumulated (dense columns,
+    or block products from wide chunks when it is shuffled); never a
+    hidden-width split or concatenation, nor a grouped 1x1 conv; exact
+    either way (float64)."""
+    if way == 'per-group-chunks':
+        monkeypatch.setattr(CIFFN, 'CHUNK_MIN_WIDTH', 1)
     ffn = CIFFN(16, 4, redistribute=redistribute).double().eval()
     _randomize_bn(ffn)
     x = torch.randn(batch, 16, *size, dtype=torch.float64)
@@ -257,10 +262,15 @@ def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way,
     kernels = sorted(k[0] for k, _ in ops.convs if k != (1, 1))
     assert kernels == ([9] if way == 'merged' else [3, 5, 7, 9]), ops.convs
     assert set(ops.pointwise_groups) == {1}, 'a grouped 1x1 convolution ran'
-    if way == 'per-group':
-        copies = {'cat', 'stack', 'split', 'split_with_sizes', 'chunk'}
-        assert not copies & set(ops.names), ops.names
-        assert ops.names.count('addmm') + ops.names.count('addmm_') == 4
+    copies = {'cat', 'stack', 'split', 'split_with_sizes', 'chunk'}
+    assert not copies & set(ops.names), ops.names
+    products = [n for n in ops.names if n.startswith(('addmm', 'baddbmm'))]
+    if way == 'merged':
+        assert products == ['baddbmm'], products
+    elif way == 'per-group-chunks' and redistribute:
+        assert products == ['baddbmm_'] * 4, products
+    else:
+        assert products == ['addmm'] + ['addmm_'] * 3, products
     assert (batch * size[0] * size[1] < CIFFN.MERGE_MAX_PIXELS) == \
         (way == 'merged')
 

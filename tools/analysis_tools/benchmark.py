@@ -322,8 +322,9 @@ def run(names: Sequence[str],
                     key = f'{name} [{step}]'
                     rows[key] = dict(row, name=key)
                     models[key] = variant
+                    if step.startswith('@'):  # the baseline's own counts
+                        rows[key].update(count(before, size))
                     if step == f'@{baseline}':
-                        rows[key].update(count(variant, size))
                         continue
                     with torch.no_grad():  # against its eager form
                         reference = before if step.startswith('@') else model

@@ -17,20 +17,23 @@ those steps (ShuffleNet's shuffle between grouped operators):
    alone, so each output channel would see one kernel size only; a dense
    projection would absorb the shuffle into its column order.
 
-Deploy form (:meth:`CIFFN.switch_to_deploy`, once the norms are folded):
-the shuffle and the grouped projection become one dense 1x1 convolution
-whose weight is block-diagonal with its columns in the groups' unshuffled
-order (on CPU a grouped 1x1 convolution takes a slow path that the dense
-one, with ``g`` times the multiply-adds, outruns). On small maps (fewer
-than :attr:`CIFFN.MERGE_MAX_PIXELS` pixels, batch x height x width) the
-``g`` depth-wise convolutions also become one, each channel keeping its
-own kernel zero-padded to the largest size: no split and no copy. Larger
-maps run one group at a time, end to end: its rows of the expansion, its
-depth-wise convolution, the activation, and its columns of the dense
-projection accumulated into the output. A group's hidden map stays small
-enough for the cache, and no hidden-width copy (split or concatenation)
-is made: 2-3x faster than the whole-width form on the stage-1 maps of a
-batch of 32 at 224 pixels (docs/benchmark.md).
+Deploy form (:meth:`CIFFN.switch_to_deploy`, once the norms are folded;
+no grouped 1x1 convolution, which takes a slow path on CPU, and no
+hidden-width split, shuffle or concatenation):
+
+- Small maps (fewer than :attr:`CIFFN.MERGE_MAX_PIXELS` pixels, batch x
+  height x width): the expansion and one merged depth-wise convolution
+  (each channel its own kernel, zero-padded to the largest size), with
+  their channels already in the shuffled order, then the projection as
+  ``g`` block products (``baddbmm``).
+- Large maps: one group at a time, end to end (its rows of the
+  expansion, its depth-wise convolution, the activation), its share of
+  the projection accumulated into the output: block products from its
+  ``g`` chunks (one per projection group) when a chunk is at least
+  :attr:`CIFFN.CHUNK_MIN_WIDTH` channels wide, else the group's columns of
+  the dense block-diagonal projection. A group's hidden map stays small
+  enough for the cache: about 2x faster than the whole-width form on the
+  first stage's maps of a batch of 32 at 224 pixels (2-core CPU).
 """
 from typing import Dict, Optional, Sequence
 
@@ -84,6 +87,11 @@ class CIFFN(nn.Module):
     #: the module docstring; on a 2-core CPU the merged form was faster at
     #: 3136 pixels, the per-group one at 6272).
     MERGE_MAX_PIXELS = 4096
+    #: Deploy form on large maps: the projection runs as block products when
+    #: a group's chunk for one projection group (hidden / groups**2
+    #: channels) is at least this wide, else through dense columns (on a
+    #: 2-core CPU: block products faster at 48 channels, slower at 10).
+    CHUNK_MIN_WIDTH = 32
 
     def __init__(self,
                  embed_dims: int,
@@ -141,33 +149,50 @@ class CIFFN(nn.Module):
                 'convolution first (SAEViT.switch_to_deploy does '
                 'that); found unfolded norms.')
         groups, width = self.groups, self.dwconvs[0].conv.in_channels
-        hidden = groups * width
-        project = self.project.conv
+        hidden, project = groups * width, self.project.conv
+        # shuffled position of each unshuffled channel j * width + i
+        # (i * groups + j; the identity without redistribution)
+        shuffled = torch.arange(hidden).view(width, groups).t().reshape(-1) \
+            if self.redistribute else torch.arange(hidden)
         rows = project.out_channels // groups
-        dense = torch.zeros(project.out_channels, hidden).to(project.weight)
-        for m in range(groups):
-            dense[m * rows:(m + 1) * rows, m * width:(m + 1) * width] = \
-                project.weight[m * rows:(m + 1) * rows, :, 0, 0]
-        if self.redistribute:  # unshuffled channel j * width + i sits at
-            # shuffled position i * groups + j
-            dense = dense[:, torch.arange(hidden).view(width, groups).t()
-                          .reshape(-1)]
+        # projection group m: (width, rows) from its width shuffled inputs
+        blocks = project.weight.flatten(1).view(groups, rows, width)
+        self.register_buffer(
+            'blocks', blocks.transpose(1, 2).contiguous(), persistent=False)
+        # from the m-th chunk of width / groups channels of group j, as
+        # (groups * groups, width / groups, rows), j major (3-D: no
+        # channels-last conversion); only the shuffle gives every group
+        # a chunk in every projection group
+        self.register_buffer(
+            'chunk_blocks',
+            self.blocks.view(groups, width // groups, groups, rows).permute(
+                2, 0, 1, 3).reshape(-1, width // groups, rows).contiguous()
+            if self.redistribute else None,
+            persistent=False)
+        dense = torch.block_diag(*blocks)[:, shuffled]  # unshuffled columns
         self.project.conv = nn.Conv2d(hidden, project.out_channels,
                                       1).to(project.weight)
         self.project.conv.weight.copy_(dense[:, :, None, None])
         self.project.conv.bias.copy_(project.bias)
-        expand = self.expand.conv
+        # merged form: channels in the order the projection reads them
+        order = torch.argsort(shuffled)
+        expand = nn.Conv2d(*self.expand.conv.weight.shape[1::-1],
+                           1).to(project.weight)
+        expand.weight.copy_(self.expand.conv.weight[order])
+        expand.bias.copy_(self.expand.conv.bias[order])
         size = max(conv.conv.kernel_size[0] for conv in self.dwconvs)
         dwconv = nn.Conv2d(
             hidden, hidden, size, padding=size // 2, groups=hidden).to(
                 expand.weight)
-        dwconv.weight.zero_()
+        weight = torch.zeros_like(dwconv.weight)
         for j, part in enumerate(self.dwconvs):
             start = (size - part.conv.kernel_size[0]) // 2
             stop = start + part.conv.kernel_size[0]
-            dwconv.weight[j * width:(j + 1) * width, :, start:stop,
-                          start:stop] = part.conv.weight
+            weight[j * width:(j + 1) * width, :, start:stop,
+                   start:stop] = part.conv.weight
             dwconv.bias[j * width:(j + 1) * width] = part.conv.bias
+        dwconv.weight.copy_(weight[order])
+        dwconv.bias.copy_(dwconv.bias[order].clone())
         self.merged = nn.Sequential(expand, dwconv)
         self.deploy = True
 
@@ -176,7 +201,8 @@ class CIFFN(nn.Module):
         B, _, H, W = x.shape
         if self.deploy:
             if B * H * W < self.MERGE_MAX_PIXELS:
-                return self.project(act_in_place(self.act, self.merged(x)))
+                hidden = act_in_place(self.act, self.merged(x))
+                return self._project_by_blocks(hidden, self.blocks)
             return self._forward_by_group(x)
         parts = [
             conv(part) for conv, part in zip(
@@ -186,20 +212,51 @@ class CIFFN(nn.Module):
             parts, dim=1)
         return self.project(act_in_place(self.act, x))
 
+    def _project_by_blocks(self, x: Tensor, blocks: Tensor,
+                           out: Optional[Tensor] = None) -> Tensor:
+        """``out`` (``(k, B * H * W, n)``, or the bias) plus the k
+        products of ``x``'s equal channel chunks with ``blocks``
+        (``(k, c, n)``); shaped back to ``(B, k * n, H, W)`` (channels-last
+        memory) when ``out`` is None."""
+        B, _, H, W = x.shape
+        k, c, n = blocks.shape
+        chunks = x.permute(0, 2, 3, 1).reshape(-1, k, c).transpose(0, 1)
+        blocks = blocks.to(x.dtype)
+        if out is not None:
+            return out.baddbmm_(chunks, blocks)
+        bias = self.project.conv.bias.to(x.dtype).view(k, 1, n)
+        out = torch.baddbmm(bias, chunks, blocks)
+        return out.transpose(0, 1).reshape(B, H, W, -1).permute(0, 3, 1, 2)
+
     def _forward_by_group(self, x: Tensor) -> Tensor:
         """Deploy form on large maps: one group at a time, its projection
-        columns accumulated into a channels-last output."""
+        accumulated (module docstring)."""
         B, _, H, W = x.shape
         expand, project = self.expand.conv, self.project.conv
         width = expand.out_channels // self.groups
+        # every group feeds every projection group in chunks: block
+        # products when the chunks are wide, else the dense columns
+        by_chunk = self.chunk_blocks is not None and \
+            self.chunk_blocks.shape[1] >= self.CHUNK_MIN_WIDTH
         weight = project.weight.flatten(1)  # (C, hidden), unshuffled columns
-        out = None  # (B * H * W, C): the output in channels-last memory
+        out = None
         for j, dwconv in enumerate(self.dwconvs):
             rows = slice(j * width, (j + 1) * width)
             part = dwconv(F.conv2d(x, expand.weight[rows], expand.bias[rows]))
-            part = act_in_place(self.act, part).permute(0, 2, 3, 1).reshape(
-                -1, width)
+            part = act_in_place(self.act, part)
+            if by_chunk:
+                blocks = self.chunk_blocks[j * self.groups:(j + 1) *
+                                           self.groups]
+                if out is None:  # (groups, B * H * W, C / groups)
+                    out = project.bias.to(part.dtype).view(
+                        self.groups, 1, -1).expand(-1, B * H * W,
+                                                   -1).contiguous()
+                self._project_by_blocks(part, blocks, out)
+                continue
+            part = part.permute(0, 2, 3, 1).reshape(-1, width)
             columns = weight[:, rows].t().to(part.dtype)
             out = torch.addmm(project.bias.to(part.dtype), part, columns) \
                 if out is None else out.addmm_(part, columns)
-        return out.view(B, H, W, -1).permute(0, 3, 1, 2)
+        if by_chunk:
+            out = out.transpose(0, 1)
+        return out.reshape(B, H, W, -1).permute(0, 3, 1, 2)
