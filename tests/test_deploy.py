@@ -1,12 +1,15 @@
 """Deploy path: BN folding, ONNX export (+ onnxruntime), torch.compile."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from saevit_mm.deploy import (check_onnx, export_onnx, find_conv_bn_pairs,
                               fold_bn_into_next_conv_, switch_to_deploy)
-from saevit_mm.models.layers import CIFFN, SAEViTBlock
+from saevit_mm.models.layers import (CIFFN, SAEViTBlock,
+                                     SparselyAggregatedAttention)
+from saevit_mm.models.layers.saa import spread_cells
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -230,6 +233,47 @@ class _Ops(TorchDispatchMode):
             if tuple(args[1].shape[-2:]) == (1, 1):
                 self.pointwise_groups.append(args[8])
         return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('channels_last', [False, True], ids=['NCHW', 'NHWC'])
+@pytest.mark.parametrize('cell', [1, 2, 4])
+def test_spread_cells_is_the_depthwise_transposed_conv(channels_last, cell):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(
+        memory_format=fmt)
+    weight = torch.randn(6, 1, cell, cell, dtype=torch.float64)
+    bias = torch.randn(6, dtype=torch.float64)
+    for b in (bias, None):
+        expected = F.conv_transpose2d(x, weight, b, stride=cell, groups=6)
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                out = spread_cells(x, weight, b)
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+            assert out.is_contiguous(memory_format=fmt)
+    with pytest.raises(ValueError, match=r'depth-wise square kernel of '
+                       r'shape \(6, 1, s, s\), but got \(6, 2, 2, 2\)'):
+        spread_cells(x, torch.randn(6, 2, 2, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('size', [(32, 32), (29, 38), (70, 90)], ids=str)
+@pytest.mark.parametrize('ratio', [4, 1])
+def test_deployed_saa_recovers_without_a_transposed_conv(size, ratio):
+    """Deploy form of SAA: the recovery is a broadcast product, at the
+    layer's own ratio and above its delegate bound (larger cells)."""
+    saa = SparselyAggregatedAttention(
+        16, 2, sample_ratio=ratio, max_delegates=64).eval().double()
+    if saa.recovery is not None:
+        with torch.no_grad():
+            saa.recovery.weight.normal_()
+    x = torch.randn(2, 16, *size, dtype=torch.float64)
+    with torch.no_grad():
+        expected = saa(x)
+        switch_to_deploy(nn.Sequential(saa), probe_size=(16, 16))
+        with _Ops() as ops:
+            out = saa(x)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    assert saa.deploy
+    assert not any(transposed for _, transposed in ops.convs), ops.convs
 
 
 @pytest.mark.parametrize('batch,size,way', [(1, (8, 8), 'merged'),

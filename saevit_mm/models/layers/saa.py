@@ -32,9 +32,18 @@ our design:
    norm"). A norm given by ``norm_cfg`` comes after the crop, so the
    repeated edge never enters a statistic.
 
-Edge padding is written as a concatenation of the repeated last row /
-column, not ``F.pad(mode='replicate')``: torch < 2.3 has no CUDA bfloat16
-kernel for ``replication_pad2d``.
+Deploy form (:meth:`SparselyAggregatedAttention.switch_to_deploy`): the
+recovery is computed as what it is, one product per output pixel, by
+:func:`spread_cells` (a broadcast multiply-add into the cell layout, in the
+input's memory format). Same sums; on CPU the transposed convolution takes
+several times longer on channels-last maps, most of all above the delegate
+bound (large cells): the first stage's SAA on a 800x1333 image
+(``docs/benchmark.md``).
+
+Edge padding (:func:`edge_pad`) copies the map into a larger one and
+fills the border from the last row / column, not
+``F.pad(mode='replicate')``: torch < 2.3 has no CUDA bfloat16 kernel for
+``replication_pad2d``.
 
 ``r = 1`` has no sampler, recovery conv or norm: below the bound it is
 attention plus projection; above it, ``k`` x ``k`` average pooling samples
@@ -51,19 +60,31 @@ from .attention import Attention2d
 from .norm import build_norm2d
 
 __all__ = [
-    'SparselyAggregatedAttention', 'delegate_pool_factor', 'edge_pad'
+    'SparselyAggregatedAttention', 'delegate_pool_factor', 'edge_pad',
+    'spread_cells'
 ]
 
 
 def edge_pad(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
     """Repeat the last row ``pad_h`` times and the last column ``pad_w``
     times (``F.pad(x, (0, pad_w, 0, pad_h), mode='replicate')`` for any
-    dtype and device)."""
-    if pad_h:
-        x = torch.cat([x, x[..., -1:, :].expand(-1, -1, pad_h, -1)], dim=-2)
-    if pad_w:
-        x = torch.cat([x, x[..., -1:].expand(-1, -1, -1, pad_w)], dim=-1)
-    return x
+    dtype and device), in ``x``'s memory format: one copy of ``x`` into
+    the padded map, then its edges."""
+    if not (pad_h or pad_w):
+        return x
+    B, C, H, W = x.shape
+    channels_last = x.is_contiguous(
+        memory_format=torch.channels_last) and not x.is_contiguous()
+    out = torch.empty((B, C, H + pad_h, W + pad_w),
+                      dtype=x.dtype,
+                      device=x.device,
+                      memory_format=torch.channels_last
+                      if channels_last else torch.contiguous_format)
+    out[..., :H, :W] = x
+    out[..., H:, :W] = x[..., -1:, :]
+    out[..., :H, W:] = x[..., -1:]
+    out[..., H:, W:] = x[..., -1:, -1:]
+    return out
 
 
 def delegate_pool_factor(height: int, width: int,
@@ -82,6 +103,55 @@ def delegate_pool_factor(height: int, width: int,
     while math.ceil(height / k) * math.ceil(width / k) > max_delegates:
         k += 1
     return k
+
+
+def spread_cells(x: Tensor,
+                 weight: Tensor,
+                 bias: Optional[Tensor] = None) -> Tensor:
+    """``F.conv_transpose2d(x, weight, bias, stride=s, groups=C)`` for a
+    depth-wise kernel whose stride is its size ``s``: every pixel of ``x``
+    (``B, C, h, w``) becomes an ``s`` x ``s`` cell of the output
+    (``B, C, h*s, w*s``), ``x * weight[c] + bias[c]``.
+
+    Written as one broadcast multiply-add into the cell layout of the
+    input's memory format (channels-last in, channels-last out), so the
+    output is a view of the product: no other copy.
+
+    Args:
+        x: Input map.
+        weight: ``(C, 1, s, s)`` kernel (the layout of a depth-wise
+            ``ConvTranspose2d``).
+        bias: ``(C,)`` or None.
+    """
+    B, C, h, w = x.shape
+    s = weight.shape[-1]
+    if weight.shape != (C, 1, s, s):
+        raise ValueError(
+            'spread_cells needs a depth-wise square kernel of shape '
+            f'({C}, 1, s, s), but got {tuple(weight.shape)}.')
+    channels_last = x.is_contiguous(
+        memory_format=torch.channels_last) and not x.is_contiguous()
+    if channels_last:  # (B, h, s, w, s, C)
+        cells = x.permute(0, 2, 3, 1)[:, :, None, :, None, :]
+        kernel = weight.view(C, s, s).permute(1, 2, 0)[None, None, :, None]
+        bias_shape = (C, )
+    else:  # (B, C, h, s, w, s)
+        cells = x[:, :, :, None, :, None]
+        kernel = weight.view(1, C, 1, s, 1, s)
+        bias_shape = (1, C, 1, 1, 1, 1)
+    bias = None if bias is None else bias.view(bias_shape)
+    if torch.is_grad_enabled():  # autograd has no out= products
+        out = cells * kernel if bias is None else bias + cells * kernel
+        out = out.contiguous()
+    else:  # an explicit output: a broadcast product may pick another layout
+        out = x.new_empty(torch.broadcast_shapes(cells.shape, kernel.shape))
+        if bias is None:
+            torch.mul(cells, kernel, out=out)
+        else:
+            torch.addcmul(bias, cells, kernel, out=out)
+    if channels_last:
+        return out.view(B, h * s, w * s, C).permute(0, 3, 1, 2)
+    return out.view(B, C, h * s, w * s)
 
 
 def check_max_delegates(value: object, name: str = 'max_delegates') -> None:
@@ -167,7 +237,14 @@ class SparselyAggregatedAttention(nn.Module):
             self.recovery = nn.ConvTranspose2d(**cell)
         self.norm = build_norm2d(norm_cfg if r > 1 else None, embed_dims)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
+        #: in the deploy form: the recovery by :func:`spread_cells`
+        self.deploy = False
         self.init_sampling()
+
+    def switch_to_deploy(self) -> None:
+        """Compute the recovery by :func:`spread_cells` (see the module
+        docstring)."""
+        self.deploy = True
 
     def init_sampling(self) -> None:
         """Start sampling as the cell average and recovery as a copy.
@@ -206,7 +283,7 @@ class SparselyAggregatedAttention(nn.Module):
 
     def _recover(self, x: Tensor, k: int) -> Tensor:
         """Spread each delegate over its ``k * r`` cell."""
-        if k == 1:  # the module itself (forward hooks see it)
+        if k == 1 and not self.deploy:  # the module (forward hooks see it)
             return self.recovery(x)
         r, channels = self.sample_ratio, x.shape[1]
         if self.recovery is None:
@@ -215,6 +292,9 @@ class SparselyAggregatedAttention(nn.Module):
         else:
             weight = self.recovery.weight
             bias = self.recovery.bias
+        if self.deploy:
+            return spread_cells(
+                x, weight if k == 1 else weight.repeat(1, 1, k, k), bias)
         return F.conv_transpose2d(
             x,
             weight.repeat(1, 1, k, k),

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from saevit_mm.models import SAEViT
 from saevit_mm.models.layers import SparselyAggregatedAttention
-from saevit_mm.models.layers.saa import delegate_pool_factor
+from saevit_mm.models.layers.saa import delegate_pool_factor, edge_pad
 from saevit_mm.models.utils import count_complexity
 
 
@@ -172,3 +172,23 @@ def test_checkpoints_are_interchangeable_with_the_unbounded_model():
     x = torch.randn(1, 3, 224, 224)
     for a, b in zip(free(x), bounded(x), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('pad_h,pad_w', [(0, 0), (3, 0), (0, 2), (5, 4)])
+@pytest.mark.parametrize('channels_last', [False, True], ids=['NCHW', 'NHWC'])
+def test_edge_pad_is_replicate_padding_in_the_input_memory_format(
+        pad_h, pad_w, channels_last):
+    """One copy into the padded map, the memory format kept (a
+    concatenation gives NCHW, and the sampler conv then converts a
+    channels-last model's map); gradients are the replicate padding's."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64).contiguous(
+        memory_format=fmt).requires_grad_()
+    out = edge_pad(x, pad_h, pad_w)
+    expected = F.pad(x, (0, pad_w, 0, pad_h), mode='replicate')
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert out.is_contiguous(memory_format=fmt)
+    grad = torch.randn_like(expected)
+    got, = torch.autograd.grad(out, x, grad)
+    want, = torch.autograd.grad(expected, x, grad)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
