@@ -28,6 +28,7 @@ Examples::
 """
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -449,8 +450,8 @@ def main(argv=None) -> None:
         for r in by_seed.values()
     ]
     result = dict(
-        command=' '.join(['python', 'tools/analysis_tools/ablation.py'] +
-                         list(sys.argv[1:] if argv is None else argv)),
+        command=shlex.join(['python', 'tools/analysis_tools/ablation.py'] +
+                           list(sys.argv[1:] if argv is None else argv)),
         settings=dict(cls_settings, smoke=args.smoke),
         # this invocation (a resumed sweep skips finished runs) and the
         # training + testing time of every run, wherever it was done
