@@ -394,7 +394,8 @@ def markdown(result: Dict) -> str:
         f'({s["dense_repeats"]} for the backbone sizes, batch 1), ± half '
         'the range; GMAC/s: multiply-adds per second at the median img/s. '
         '[deployed]: saevit_mm.deploy.switch_to_deploy (BatchNorms folded, '
-        'CIFFNs merged, channels-last), timed in the same rounds' +
+        'CIFFN and SAA deploy forms, channels-last), timed in the same '
+        'rounds' +
         ('; every peer deployed too' if s['fuse_all'] else '') +
         f'. Command: `{result.get("command", "")}`.', '',
         'Published ImageNet-1K top-1, not measured here (SAEViT\'s: the '
