@@ -258,8 +258,9 @@ def test_spread_cells_is_the_depthwise_transposed_conv(channels_last, cell):
 @pytest.mark.parametrize('size', [(32, 32), (29, 38), (70, 90)], ids=str)
 @pytest.mark.parametrize('ratio', [4, 1])
 def test_deployed_saa_recovers_without_a_transposed_conv(size, ratio):
-    """Deploy form of SAA: the recovery is a broadcast product, at the
-    layer's own ratio and above its delegate bound (larger cells)."""
+    """Deploy form of SAA: above its delegate bound (larger cells) the
+    recovery is a broadcast product, not a transposed conv; at the layer's
+    own ratio (32x32 at ratio 4: 64 delegates) the recovery module runs."""
     saa = SparselyAggregatedAttention(
         16, 2, sample_ratio=ratio, max_delegates=64).eval().double()
     if saa.recovery is not None:
@@ -273,7 +274,10 @@ def test_deployed_saa_recovers_without_a_transposed_conv(size, ratio):
             out = saa(x)
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
     assert saa.deploy
-    assert not any(transposed for _, transposed in ops.convs), ops.convs
+    above_bound = saa.cell_size(*size) > ratio
+    assert above_bound == (size != (32, 32) or ratio == 1)
+    assert any(transposed for _, transposed in ops.convs) == (
+        not above_bound and saa.recovery is not None), ops.convs
 
 
 @pytest.mark.parametrize('batch,size,way', [(1, (8, 8), 'merged'),

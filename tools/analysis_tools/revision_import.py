@@ -10,7 +10,9 @@ what they held (and what other packages registered meanwhile), and the
 old classes stay in their own scope's registries. Used by
 ``benchmark.py --baseline`` to time before and after in one process.
 """
+import atexit
 import importlib
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -73,6 +75,7 @@ def import_revision(rev: str, repo: Path = REPO) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     root = Path(tempfile.mkdtemp(prefix=f'{name}-'))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     archive = _git('archive', '--format=tar', sha, PACKAGE, repo=repo)
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(root)

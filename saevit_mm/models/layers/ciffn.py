@@ -184,15 +184,16 @@ class CIFFN(nn.Module):
         dwconv = nn.Conv2d(
             hidden, hidden, size, padding=size // 2, groups=hidden).to(
                 expand.weight)
+        # each group's kernel zero-padded to the largest, then reordered
         weight = torch.zeros_like(dwconv.weight)
         for j, part in enumerate(self.dwconvs):
             start = (size - part.conv.kernel_size[0]) // 2
             stop = start + part.conv.kernel_size[0]
             weight[j * width:(j + 1) * width, :, start:stop,
                    start:stop] = part.conv.weight
-            dwconv.bias[j * width:(j + 1) * width] = part.conv.bias
+        bias = torch.cat([part.conv.bias for part in self.dwconvs])
         dwconv.weight.copy_(weight[order])
-        dwconv.bias.copy_(dwconv.bias[order].clone())
+        dwconv.bias.copy_(bias[order])
         self.merged = nn.Sequential(expand, dwconv)
         self.deploy = True
 

@@ -32,13 +32,14 @@ our design:
    norm"). A norm given by ``norm_cfg`` comes after the crop, so the
    repeated edge never enters a statistic.
 
-Deploy form (:meth:`SparselyAggregatedAttention.switch_to_deploy`): the
-recovery is computed as what it is, one product per output pixel, by
-:func:`spread_cells` (a broadcast multiply-add into the cell layout, in the
-input's memory format). Same sums; on CPU the transposed convolution takes
-several times longer on channels-last maps, most of all above the delegate
-bound (large cells): the first stage's SAA on a 800x1333 image
-(``docs/benchmark.md``).
+Deploy form (:meth:`SparselyAggregatedAttention.switch_to_deploy`): above
+the delegate bound (cells of ``k * r``, ``k > 1``) the recovery is computed
+as what it is, one product per output pixel, by :func:`spread_cells` (a
+broadcast multiply-add into the cell layout, in the input's memory format)
+instead of a transposed convolution with the tiled kernel. Same sums; on a
+2-core CPU the first stage's SAA ran 1.15-1.2x faster so at 800x1333 and
+256x512 maps, and 1.07-1.16x slower at the layer's own ratio, which keeps
+the transposed convolution (``docs/benchmark.md``).
 
 Edge padding (:func:`edge_pad`) copies the map into a larger one and
 fills the border from the last row / column, not
@@ -65,6 +66,13 @@ __all__ = [
 ]
 
 
+def _is_channels_last(x: Tensor) -> bool:
+    """``x`` is a 4-D map in channels-last memory (and not also NCHW
+    contiguous, as a map with one channel or one pixel is)."""
+    return x.is_contiguous(
+        memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def edge_pad(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
     """Repeat the last row ``pad_h`` times and the last column ``pad_w``
     times (``F.pad(x, (0, pad_w, 0, pad_h), mode='replicate')`` for any
@@ -73,13 +81,11 @@ def edge_pad(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
     if not (pad_h or pad_w):
         return x
     B, C, H, W = x.shape
-    channels_last = x.is_contiguous(
-        memory_format=torch.channels_last) and not x.is_contiguous()
     out = torch.empty((B, C, H + pad_h, W + pad_w),
                       dtype=x.dtype,
                       device=x.device,
                       memory_format=torch.channels_last
-                      if channels_last else torch.contiguous_format)
+                      if _is_channels_last(x) else torch.contiguous_format)
     out[..., :H, :W] = x
     out[..., H:, :W] = x[..., -1:, :]
     out[..., :H, W:] = x[..., -1:]
@@ -129,8 +135,7 @@ def spread_cells(x: Tensor,
         raise ValueError(
             'spread_cells needs a depth-wise square kernel of shape '
             f'({C}, 1, s, s), but got {tuple(weight.shape)}.')
-    channels_last = x.is_contiguous(
-        memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = _is_channels_last(x)
     if channels_last:  # (B, h, s, w, s, C)
         cells = x.permute(0, 2, 3, 1)[:, :, None, :, None, :]
         kernel = weight.view(C, s, s).permute(1, 2, 0)[None, None, :, None]
@@ -237,13 +242,14 @@ class SparselyAggregatedAttention(nn.Module):
             self.recovery = nn.ConvTranspose2d(**cell)
         self.norm = build_norm2d(norm_cfg if r > 1 else None, embed_dims)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
-        #: in the deploy form: the recovery by :func:`spread_cells`
+        #: in the deploy form: the recovery above the delegate bound by
+        #: :func:`spread_cells`
         self.deploy = False
         self.init_sampling()
 
     def switch_to_deploy(self) -> None:
-        """Compute the recovery by :func:`spread_cells` (see the module
-        docstring)."""
+        """Compute the recovery above the delegate bound by
+        :func:`spread_cells` (see the module docstring)."""
         self.deploy = True
 
     def init_sampling(self) -> None:
@@ -283,7 +289,7 @@ class SparselyAggregatedAttention(nn.Module):
 
     def _recover(self, x: Tensor, k: int) -> Tensor:
         """Spread each delegate over its ``k * r`` cell."""
-        if k == 1 and not self.deploy:  # the module (forward hooks see it)
+        if k == 1:  # the module itself (forward hooks see it)
             return self.recovery(x)
         r, channels = self.sample_ratio, x.shape[1]
         if self.recovery is None:
@@ -293,8 +299,7 @@ class SparselyAggregatedAttention(nn.Module):
             weight = self.recovery.weight
             bias = self.recovery.bias
         if self.deploy:
-            return spread_cells(
-                x, weight if k == 1 else weight.repeat(1, 1, k, k), bias)
+            return spread_cells(x, weight.repeat(1, 1, k, k), bias)
         return F.conv_transpose2d(
             x,
             weight.repeat(1, 1, k, k),
