@@ -134,7 +134,7 @@ def choose_dense_arms(arms: Sequence[Arm],
     """The arms of ``arms`` fine-tuned for the dense task: SAEViT-t, the
     ablations with a dense config, and one peer: ``peer``, or the one with
     the best mean top-1 among ``arms`` (none when no peer was trained)."""
-    saevit = [
+    ours = [
         a for a in arms if a.kind != 'peer' and a.dense_config is not None
     ]
     if peer is not None:
@@ -142,10 +142,10 @@ def choose_dense_arms(arms: Sequence[Arm],
         if not chosen or chosen[0].kind != 'peer':
             raise KeyError(f'--dense-peer {peer!r} is not a peer; peers: '
                            f'{[a.name for a in ARMS if a.kind == "peer"]}')
-        return saevit + chosen
+        return ours + chosen
     peers = [a for a in arms if a.kind == 'peer']
-    return saevit + [max(peers, key=lambda a: top1_mean[a.name])
-                     ] if peers else saevit
+    return ours + [max(peers, key=lambda a: top1_mean[a.name])
+                   ] if peers else ours
 
 
 def run_one(arm: Arm,

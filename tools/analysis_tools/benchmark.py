@@ -266,7 +266,7 @@ def deploy_steps(model: nn.Module) -> Dict[str, nn.Module]:
     """SAEViT's deploy form short of its last step, to time what each step
     gains: every BatchNorm folded (``SAEViTBlock.switch_to_deploy`` for the
     pre-norms), then the weights in channels-last; ``[deployed]`` adds the
-    CIFFNs' deploy form."""
+    CIFFNs' and SAAs' deploy forms."""
     from saevit_mm.deploy import fold_conv_bn_pairs
     from saevit_mm.models.layers import SAEViTBlock
     folded = copy.deepcopy(model).eval()
@@ -314,6 +314,7 @@ def run(names: Sequence[str],
                                 deployed=deployed)
                 if package is not None:
                     before = build_classifier(name, package).to(device)
+                    counted = count(before, size)  # the baseline's own
                     variants[f'@{baseline}'] = before
                     variants[f'@{baseline} deployed'] = copy.deepcopy(before)
                     package.deploy.switch_to_deploy(
@@ -322,8 +323,8 @@ def run(names: Sequence[str],
                     key = f'{name} [{step}]'
                     rows[key] = dict(row, name=key)
                     models[key] = variant
-                    if step.startswith('@'):  # the baseline's own counts
-                        rows[key].update(count(before, size))
+                    if step.startswith('@'):
+                        rows[key].update(counted)
                     if step == f'@{baseline}':
                         continue
                     with torch.no_grad():  # against its eager form
