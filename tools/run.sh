@@ -24,9 +24,11 @@ case "$job" in
   demo) exec "$PY" tools/demo.py "$@" ;;
   test) exec "$PY" -m pytest "$@" ;;
   # what a user of the classic stack relies on: the backbone, every config,
-  # train + test + resume per host through tools/, checkpoint loading
+  # train + test + resume per host through tools/, checkpoint loading, the
+  # deploy form and ONNX export
   test-classic)
     exec "$PY" -m pytest tests/test_models tests/test_configs.py \
+      tests/test_deploy.py \
       tests/test_registry.py tests/test_stack.py tests/test_tools.py \
       tests/test_checkpoint.py tests/test_backbone_weights.py \
       tests/test_checkpoint_loader.py tests/test_random_state_hook.py "$@" ;;

@@ -6,6 +6,7 @@ This module uses the TorchScript exporter (``dynamo=False``) with a fixed
 input shape: SAA pads the input to a multiple of its sample ratio, and a
 static shape turns that padding into constants.
 """
+import inspect
 import os
 import warnings
 from typing import Dict, List, Optional, Sequence, Union
@@ -49,6 +50,10 @@ def export_onnx(model: nn.Module,
     with torch.no_grad():
         num_outputs = len(_as_tuple(model(dummy)))
     output_names = [f'out{i}' for i in range(num_outputs)]
+    # the TorchScript exporter: the default before torch 2.5 (which has
+    # no ``dynamo`` argument), chosen explicitly after
+    tracer = {'dynamo': False} if 'dynamo' in inspect.signature(
+        torch.onnx.export).parameters else {}
     with warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of dynamo, and the
         # tracer warns about python-side shape arithmetic (static by design)
@@ -59,8 +64,8 @@ def export_onnx(model: nn.Module,
             input_names=['input'],
             output_names=output_names,
             opset_version=opset_version,
-            dynamo=False,
-            do_constant_folding=True)
+            do_constant_folding=True,
+            **tracer)
     return output_names
 
 

@@ -48,6 +48,12 @@ from .conv_norm import ConvNorm
 __all__ = ['CIFFN', 'channel_shuffle']
 
 
+def _pixel_rows(x: Tensor) -> Tensor:
+    """A channels-last ``x`` (``B, C, H, W``) as a ``(B * H * W, C)``
+    view."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
 def channel_shuffle(parts: Sequence[Tensor]) -> Tensor:
     """Interleave ``g`` equal NCHW groups: channel ``i * g + j`` of the
     result is channel ``i`` of ``parts[j]`` (one copy, no reshape)."""
@@ -201,6 +207,10 @@ class CIFFN(nn.Module):
         """Apply the FFN to ``x`` (``B, C, H, W``); no residual added."""
         B, _, H, W = x.shape
         if self.deploy:
+            # channels-last throughout (a no-op in a deployed SAEViT): the
+            # products read pixel rows, and torch 2.1's GELU backward gives
+            # zeros for an NCHW input with a channels-last gradient
+            x = x.contiguous(memory_format=torch.channels_last)
             if B * H * W < self.MERGE_MAX_PIXELS:
                 hidden = act_in_place(self.act, self.merged(x))
                 return self._project_by_blocks(hidden, self.blocks)
@@ -221,7 +231,7 @@ class CIFFN(nn.Module):
         memory) when ``out`` is None."""
         B, _, H, W = x.shape
         k, c, n = blocks.shape
-        chunks = x.permute(0, 2, 3, 1).reshape(-1, k, c).transpose(0, 1)
+        chunks = _pixel_rows(x).view(-1, k, c).transpose(0, 1)
         blocks = blocks.to(x.dtype)
         if out is not None:
             return out.baddbmm_(chunks, blocks)
@@ -254,7 +264,7 @@ class CIFFN(nn.Module):
                                                    -1).contiguous()
                 self._project_by_blocks(part, blocks, out)
                 continue
-            part = part.permute(0, 2, 3, 1).reshape(-1, width)
+            part = _pixel_rows(part)
             columns = weight[:, rows].t().to(part.dtype)
             out = torch.addmm(project.bias.to(part.dtype), part, columns) \
                 if out is None else out.addmm_(part, columns)
