@@ -7,8 +7,8 @@ from e2e_utils import (DEMO_CONFIGS, TINY_OPTIONS, demo_data_root,
                        run_dist_train, run_tool)
 from mmengine.config import Config
 
-from saevit_mm.engine.dist import (launcher_env, revert_sync_bn_cfg,
-                                   setup_distributed)
+from saevit_mm.engine.dist import (close_distributed, launcher_env,
+                                   revert_sync_bn_cfg, setup_distributed)
 
 TORCHRUN_ENV = dict(
     RANK='1',
@@ -92,6 +92,52 @@ def test_setup_distributed_is_a_no_op_without_launcher():
 def test_setup_distributed_rejects_unknown_launcher():
     with pytest.raises(ValueError, match='allowed are'):
         setup_distributed(Config(dict(model=dict())), 'torchrun')
+
+
+# Runs a tool as its own __main__, then reports whether a process group is
+# still initialised when the tool's main() has returned.
+RUN_AND_REPORT = '''
+import runpy, sys
+import torch.distributed as dist
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+print('process group left:', dist.is_available() and dist.is_initialized())
+'''
+
+
+def test_close_distributed_is_a_no_op_without_process_group():
+    close_distributed()
+
+
+@pytest.mark.slow
+def test_train_and_test_tools_destroy_their_process_group(
+        tmp_path_factory, tmp_path):
+    """tools/train.py and tools/test.py with --launcher pytorch end their
+    process group after a finished run: a gloo group left to the interpreter's
+    shutdown may abort the process after a successful run (SIGABRT,
+    "terminate called without an active exception")."""
+    data_root = demo_data_root(tmp_path_factory)
+    work_dir = tmp_path / 'work'
+    config = DEMO_CONFIGS['cls']
+    env = dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
+               MASTER_ADDR='127.0.0.1', MASTER_PORT='29531')
+    train = run_tool([
+        '-c', RUN_AND_REPORT, 'tools/train.py', config, '--launcher',
+        'pytorch', '--work-dir', work_dir, '--cfg-options',
+        *TINY_OPTIONS['cls']
+    ],
+                     data_root=data_root,
+                     env_extra=env)
+    assert 'CPU distributed run: backend=gloo, rank 0/1' in train.stdout
+    assert 'process group left: False' in train.stdout, train.stdout[-2000:]
+    test = run_tool([
+        '-c', RUN_AND_REPORT, 'tools/test.py', config, work_dir /
+        'epoch_2.pth', '--launcher', 'pytorch', '--work-dir', work_dir,
+        '--cfg-options', *TINY_OPTIONS['cls']
+    ],
+                    data_root=data_root,
+                    env_extra=env)
+    assert 'process group left: False' in test.stdout, test.stdout[-2000:]
 
 
 @pytest.mark.slow

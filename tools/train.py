@@ -8,6 +8,7 @@ The config's ``default_scope`` selects the host. Examples::
 """
 from saevit_mm.engine.cli import (apply_train_args, build_runner, load_config,
                                   train_parser)
+from saevit_mm.engine.dist import close_distributed
 
 
 def main() -> None:
@@ -20,6 +21,7 @@ def main() -> None:
         parser.error(str(err))
     runner = build_runner(cfg)
     runner.train()
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -18,6 +18,9 @@ On CPU it:
 4. sets ``model_wrapper_cfg`` to ``MMDistributedDataParallel`` with
    ``device_ids=None``;
 5. rewrites ``SyncBN``/``MMSyncBN`` norm layers in ``cfg.model`` to ``BN``.
+
+:func:`close_distributed` ends the process group after a finished run, on any
+device.
 """
 import datetime
 import os
@@ -31,7 +34,7 @@ from mmengine.logging import print_log
 
 __all__ = [
     'LAUNCHERS', 'CPU_BACKENDS', 'launcher_env', 'revert_sync_bn_cfg',
-    'setup_distributed'
+    'setup_distributed', 'close_distributed'
 ]
 
 #: Launchers accepted by ``tools/train.py`` and ``tools/test.py``.
@@ -231,3 +234,17 @@ def setup_distributed(cfg: Config, launcher: str) -> bool:
         f'{wrapper["type"]}(device_ids=None).',
         logger='current')
     return True
+
+
+def close_distributed() -> None:
+    """Destroy the default process group, if one exists, at the normal end of
+    a run.
+
+    torch asks for this before exit: without it, gloo's worker threads may
+    still hold work while the interpreter finalises, and the process aborts
+    (SIGABRT, "terminate called without an active exception") after a
+    finished run. Call it only after success: a rank that failed must not
+    wait in a collective shutdown for ranks that did not.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
