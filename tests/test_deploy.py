@@ -323,6 +323,25 @@ def test_deployed_ciffn_runs_each_kernel_on_large_maps(batch, size, way,
         (way == 'merged')
 
 
+@pytest.mark.parametrize('size', [(8, 8), (65, 64)],
+                         ids=['merged', 'per-group'])
+def test_deployed_ciffn_group_width_not_a_multiple_of_groups(
+        size, monkeypatch):
+    """A hidden width of 120 gives groups of 30 channels, which 4
+    projection groups cannot read in equal chunks: the deploy form builds
+    and stays exact (the chunked products need equal chunks; the dense
+    columns serve)."""
+    monkeypatch.setattr(CIFFN, 'CHUNK_MIN_WIDTH', 1)
+    ffn = CIFFN(40, 3).double().eval()
+    _randomize_bn(ffn)
+    x = torch.randn(1, 40, *size, dtype=torch.float64)
+    with torch.no_grad():
+        expected = ffn(x)
+        switch_to_deploy(nn.Sequential(ffn), probe_size=size)
+        out = ffn(x)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+
+
 def test_deploy_activation_in_place_only_without_autograd():
     """CIFFN's deploy form runs GELU in place on a fresh convolution
     output under no_grad, out of place (so gradients flow) with autograd

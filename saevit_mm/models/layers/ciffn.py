@@ -12,10 +12,11 @@ those steps (ShuffleNet's shuffle between grouped operators):
    ``g`` consecutive channels holds one channel of each group; then the
    activation.
 4. Grouped 1x1 projection ``eC -> C`` (``g`` groups, + norm): output group
-   ``m`` reads ``eC / g`` shuffled channels, an equal share of every
-   decomposition group. Without the shuffle it would read group ``m``
-   alone, so each output channel would see one kernel size only; a dense
-   projection would absorb the shuffle into its column order.
+   ``m`` reads ``eC / g`` shuffled channels, a share of every
+   decomposition group (equal shares when ``g`` divides ``eC / g``).
+   Without the shuffle it would read group ``m`` alone, so each output
+   channel would see one kernel size only; a dense projection would absorb
+   the shuffle into its column order.
 
 Deploy form (:meth:`CIFFN.switch_to_deploy`, once the norms are folded;
 no grouped 1x1 convolution, which takes a slow path on CPU, and no
@@ -168,12 +169,13 @@ class CIFFN(nn.Module):
         # from the m-th chunk of width / groups channels of group j, as
         # (groups * groups, width / groups, rows), j major (3-D: no
         # channels-last conversion); only the shuffle gives every group
-        # a chunk in every projection group
+        # a chunk in every projection group, and equal chunks only when
+        # groups divides width (else the dense columns serve)
         self.register_buffer(
             'chunk_blocks',
             self.blocks.view(groups, width // groups, groups, rows).permute(
                 2, 0, 1, 3).reshape(-1, width // groups, rows).contiguous()
-            if self.redistribute else None,
+            if self.redistribute and width % groups == 0 else None,
             persistent=False)
         dense = torch.block_diag(*blocks)[:, shuffled]  # unshuffled columns
         self.project.conv = nn.Conv2d(hidden, project.out_channels,
