@@ -8,11 +8,13 @@ from .dwsconv import DWSConv
 from .ffn import ConvFFN
 from .mhsa import MHSA2d
 from .saa import SparselyAggregatedAttention
+from .shuffled_conv import ShuffledPointwiseConv
 from .stage import SAEViTStage
 from .stem import ConvStem, Downsample
 
 __all__ = [
     'act_in_place', 'ATTN_TYPES', 'FFN_TYPES', 'Attention2d', 'coarse_tokens',
     'CIFFN', 'ConvFFN', 'ConvNorm', 'ConvStem', 'Downsample', 'DWSConv',
-    'MHSA2d', 'SAEViTBlock', 'SAEViTStage', 'SparselyAggregatedAttention'
+    'MHSA2d', 'SAEViTBlock', 'SAEViTStage', 'ShuffledPointwiseConv',
+    'SparselyAggregatedAttention'
 ]

@@ -16,7 +16,9 @@ those steps (ShuffleNet's shuffle between grouped operators):
    decomposition group (equal shares when ``g`` divides ``eC / g``).
    Without the shuffle it would read group ``m`` alone, so each output
    channel would see one kernel size only; a dense projection would absorb
-   the shuffle into its column order.
+   the shuffle into its column order. Computed by
+   :class:`ShuffledPointwiseConv` from the activated groups, without a
+   shuffled copy.
 
 Deploy form (:meth:`CIFFN.switch_to_deploy`, once the norms are folded;
 no grouped 1x1 convolution, which takes a slow path on CPU, and no
@@ -45,6 +47,7 @@ from torch import Tensor, nn
 
 from .act_in_place import act_in_place
 from .conv_norm import ConvNorm
+from .shuffled_conv import ShuffledPointwiseConv, channel_shuffle
 
 __all__ = ['CIFFN', 'channel_shuffle']
 
@@ -53,12 +56,6 @@ def _pixel_rows(x: Tensor) -> Tensor:
     """A channels-last ``x`` (``B, C, H, W``) as a ``(B * H * W, C)``
     view."""
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-
-
-def channel_shuffle(parts: Sequence[Tensor]) -> Tensor:
-    """Interleave ``g`` equal NCHW groups: channel ``i * g + j`` of the
-    result is channel ``i`` of ``parts[j]`` (one copy, no reshape)."""
-    return torch.stack(tuple(parts), dim=2).flatten(1, 2)
 
 
 class CIFFN(nn.Module):
@@ -132,6 +129,8 @@ class CIFFN(nn.Module):
         self.act = build_activation_layer(act_cfg)
         self.project = ConvNorm(
             hidden, embed_dims, 1, groups=groups, norm_cfg=norm_cfg)
+        # reads the shuffled parts without a shuffled copy (same weight)
+        self.project.conv = ShuffledPointwiseConv(hidden, embed_dims, groups)
         #: in the deploy form (:meth:`switch_to_deploy`)
         self.deploy = False
         #: deploy form on small maps: the expansion and the merged
@@ -221,9 +220,10 @@ class CIFFN(nn.Module):
             conv(part) for conv, part in zip(
                 self.dwconvs, self.expand(x).chunk(self.groups, dim=1))
         ]
-        x = channel_shuffle(parts) if self.redistribute else torch.cat(
-            parts, dim=1)
-        return self.project(act_in_place(self.act, x))
+        if self.redistribute:  # the projection reads the parts shuffled
+            parts = [act_in_place(self.act, part) for part in parts]
+            return self.project(parts)
+        return self.project(act_in_place(self.act, torch.cat(parts, dim=1)))
 
     def _project_by_blocks(self, x: Tensor, blocks: Tensor,
                            out: Optional[Tensor] = None) -> Tensor:

@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from saevit_mm.models.layers import CIFFN, ConvFFN
@@ -17,22 +18,28 @@ def test_ciffn_shape_and_groups():
         assert conv.conv.groups == conv.conv.in_channels == 12
 
 
-def test_ciffn_decomposes_then_shuffles():
-    """The activation sees the ShuffleNet shuffle of the group outputs."""
-    ffn = CIFFN(6, ffn_ratio=4, kernel_sizes=(3, 5, 7)).eval()
-    seen = []
-    ffn.act.register_forward_hook(lambda m, i, o: seen.append(i[0]))
-    x = torch.randn(2, 6, 6, 7)
-    ffn(x)
-    parts = ffn.expand(x).chunk(3, dim=1)
+@pytest.mark.parametrize('dims,kernels', [(8, (3, 5, 7, 9)), (6, (3, 5, 7))],
+                         ids=['chunked', 'shuffled-copy'])
+def test_ciffn_decomposes_then_shuffles(dims, kernels):
+    """CIFFN is the grouped projection of the activated ShuffleNet shuffle
+    of the group outputs, whether the projection reads the parts in chunks
+    (groups divide their width: 8 of 4 groups) or from a shuffled copy (8
+    of 3 groups)."""
+    ffn = _random_weights(CIFFN(dims, ffn_ratio=4, kernel_sizes=kernels))
+    ffn = ffn.double().eval()
+    g, width = len(kernels), 4 * dims // len(kernels)
+    x = torch.randn(2, dims, 6, 7, dtype=torch.float64)
+    parts = ffn.expand(x).chunk(g, dim=1)
     grouped = torch.cat([conv(p) for conv, p in zip(ffn.dwconvs, parts)], 1)
-    shuffled = grouped.reshape(2, 3, 8, 6, 7).transpose(1, 2).reshape(
-        2, 24, 6, 7)
-    torch.testing.assert_close(seen[0], shuffled)
-    # every run of 3 consecutive channels holds one channel of each group
-    for j in range(3):
-        torch.testing.assert_close(seen[0][:, j::3], grouped[:, 8 * j:8 *
-                                                             (j + 1)])
+    shuffled = grouped.reshape(2, g, width, 6, 7).transpose(1, 2).reshape(
+        2, g * width, 6, 7)
+    # every run of g consecutive channels holds one channel of each group
+    for j in range(g):
+        torch.testing.assert_close(shuffled[:, j::g],
+                                   grouped[:, width * j:width * (j + 1)])
+    expected = ffn.project.norm(
+        F.conv2d(ffn.act(shuffled), ffn.project.conv.weight, groups=g))
+    torch.testing.assert_close(ffn(x), expected)
 
 
 def test_ciffn_output_mixes_all_groups():
