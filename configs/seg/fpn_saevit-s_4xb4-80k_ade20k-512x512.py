@@ -6,4 +6,4 @@ model = dict(
         # weights: model.backbone.init_cfg.checkpoint, a file of the small
         # arch (README, "How to give the backbone weights")
         arch='s'),
-    neck=dict(in_channels=[56, 112, 224, 448]))
+    neck=dict(in_channels=[48, 128, 256, 512]))

@@ -6,5 +6,5 @@ model = dict(
         # weights: model.backbone.init_cfg.checkpoint, a file of the small
         # arch (README, "How to give the backbone weights")
         arch='s'),
-    decode_head=dict(in_channels=[56, 112, 224, 448]),
+    decode_head=dict(in_channels=[48, 128, 256, 512]),
     auxiliary_head=dict(in_channels=224))

@@ -203,12 +203,12 @@ class SAEViT(BaseModule):
             }),
         **dict.fromkeys(
             ['s', 'small'], {
-                'embed_dims': (56, 112, 224, 448),
-                'depths': (1, 2, 7, 2),
+                'embed_dims': (48, 128, 256, 512),
+                'depths': (1, 2, 6, 2),
                 'num_heads': (1, 2, 4, 8),
                 'sample_ratios': (4, 2, 2, 1),
                 'max_delegates': _MAX_DELEGATES,
-                'ffn_ratio': 4,
+                'ffn_ratio': 3,
             }),
     }
 

@@ -35,7 +35,7 @@ def assert_shapes(model, outs, batch, height, width):
 
 @pytest.mark.parametrize(
     'arch,alias,channels',
-    [('t', 'tiny', (40, 80, 192, 384)), ('s', 'small', (56, 112, 224, 448))])
+    [('t', 'tiny', (40, 80, 192, 384)), ('s', 'small', (48, 128, 256, 512))])
 def test_arch_zoo_names_and_aliases(arch, alias, channels):
     assert SAEViT.arch_zoo[arch] is SAEViT.arch_zoo[alias]
     model = SAEViT(alias, out_indices=ALL_STAGES)
