@@ -131,7 +131,7 @@ def test_check_accepts_the_same_arch_and_names_what_differs(backbone_files):
         check('s')
     message = str(err.value)
     assert str(files['s']) in message
-    assert 'stem.conv1.conv.weight: file 28x3x3x3 vs model 20x3x3x3' \
+    assert 'stem.conv1.conv.weight: file 24x3x3x3 vs model 20x3x3x3' \
         in message
     # s has one more block in stage 2: keys the t model does not have
     assert 'stages.2.blocks.5.' in message
