@@ -47,9 +47,9 @@ from torch import Tensor, nn
 
 from .act_in_place import act_in_place
 from .conv_norm import ConvNorm
-from .shuffled_conv import ShuffledPointwiseConv, channel_shuffle
+from .shuffled_conv import ShuffledPointwiseConv
 
-__all__ = ['CIFFN', 'channel_shuffle']
+__all__ = ['CIFFN']
 
 
 def _pixel_rows(x: Tensor) -> Tensor:

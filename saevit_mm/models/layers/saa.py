@@ -37,7 +37,7 @@ the delegate bound (cells of ``k * r``, ``k > 1``) the recovery is computed
 as what it is, one product per output pixel, by :func:`spread_cells` (a
 broadcast multiply-add into the cell layout, in the input's memory format)
 instead of a transposed convolution with the tiled kernel. Same sums; on a
-2-core CPU the first stage's SAA ran 1.15-1.2x faster so at 800x1333 and
+2-core CPU the first stage's SAA ran 1.15-1.2x faster at 800x1333 and
 256x512 maps, and 1.07-1.16x slower at the layer's own ratio, which keeps
 the transposed convolution (``docs/benchmark.md``).
 

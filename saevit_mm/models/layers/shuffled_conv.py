@@ -25,7 +25,7 @@ class ShuffledPointwiseConv(nn.Conv2d):
     """Grouped 1x1 ``nn.Conv2d`` (bias optional) whose input is the channel
     shuffle of ``groups`` maps.
 
-    Called with a sequence of ``groups`` NCHW maps it returns
+    Called with a sequence of exactly ``groups`` NCHW maps it returns
     ``conv2d(channel_shuffle(parts))``, computed without the shuffle when
     ``groups`` divides their width; called with a tensor it is the plain
     grouped convolution of that (already shuffled) tensor. Parameters and
@@ -52,8 +52,13 @@ class ShuffledPointwiseConv(nn.Conv2d):
         if isinstance(x, Tensor):
             return super().forward(x)
         groups = self.groups
+        if len(x) != groups:
+            raise ValueError(
+                f'ShuffledPointwiseConv with groups={groups} reads the '
+                f'shuffle of {groups} maps, but got {len(x)}; pass a '
+                'tensor for a plain grouped convolution.')
         B, width, H, W = x[0].shape
-        if len(x) != groups or width % groups:
+        if width % groups:
             return super().forward(channel_shuffle(x))
         rows = self.out_channels // groups
         # weight[m * rows + r, k * groups + j] -> (j, m, r, k)

@@ -52,6 +52,14 @@ def test_parts_give_the_grouped_conv_of_their_shuffle(width, groups,
         torch.testing.assert_close(grad, want)
 
 
+def test_needs_one_part_per_group():
+    conv = _conv(8, 4, 16, bias=False)
+    parts = [torch.randn(1, 16, 3, 3, dtype=torch.float64)] * 2
+    with pytest.raises(ValueError, match='groups=4 reads the shuffle of 4 '
+                       'maps, but got 2'):
+        conv(parts)
+
+
 def test_no_shuffled_copy_and_no_grouped_conv():
     conv = _conv(8, 4, 16, bias=True)
     parts = [torch.randn(2, 8, 5, 7, dtype=torch.float64) for _ in range(4)]
