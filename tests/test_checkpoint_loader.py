@@ -1,85 +1,54 @@
 """Checkpoint loading with mmengine 0.10.7, on every torch we support.
 
-torch >= 2.6 (``torch.load`` defaults to ``weights_only=True``): a tiny
-mmengine Runner trains on CPU, is interrupted, resumes from its own
-checkpoint and must end where an uninterrupted run ends; a runner checkpoint
-written under numpy 1.x (``numpy.core.*`` names) loads; a pure-tensor file
-loads through ``init_cfg=Pretrained``; a file holding an arbitrary pickled
-object or ``os.system`` is refused with a message naming it; torch's opt-out
+One loader (``saevit_mm.engine.checkpoint_loader``) reads every checkpoint
+mmengine reads, local or ``http(s)://``, with one restricted unpickler
+(``saevit_mm.engine.checkpoint_unpickler``). On torch 2.1 (a full pickle
+load by default) and on torch >= 2.6 (``weights_only=True`` by default)
+alike: a tiny mmengine Runner trains on CPU, is interrupted, resumes from its
+own checkpoint and must end where an uninterrupted run ends; runner
+checkpoints written under numpy 1.x (``numpy.core.*`` names) and numpy 2
+(``numpy._core.*``) load in either numpy; a pure-tensor file loads through
+``init_cfg=Pretrained``; a file holding an arbitrary pickled object or
+``os.system`` is refused with a message naming it, through ``init_cfg``,
+``load_from`` and ``--resume``, from a file or from a URL served on
+127.0.0.1, and its code never runs; torch's opt-out
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is honoured.
-
-torch < 2.6 (an unrestricted pickle load by default, which mmengine works
-with): importing saevit_mm registers nothing, and the same checkpoints load.
 """
 import collections
-import contextlib
 import json
 import os
 import pickle
-import pickletools
 import re
-import struct
 import subprocess
 import sys
-import zipfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
 from mmengine.runner import Runner, load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import saevit_mm  # noqa: F401  (registers the loader on torch >= 2.6)
-from saevit_mm.engine.checkpoint_loader import safe_load_checkpoint
+import saevit_mm  # noqa: F401  (registers the loaders)
+from saevit_mm.engine.checkpoint_loader import (safe_load_checkpoint,
+                                                safe_load_from_http)
+from saevit_mm.engine.checkpoint_unpickler import CheckpointRefused
+from numpy_pickles import (NUMPY_CORE, NUMPY_GLOBALS, pickle_globals,
+                           write_with_numpy_names)
+from toy_runner import (MAX_ITERS, MSEMetric, NumpyInfoHook, ToyModel,
+                        build_runner, toy_dataset)
 
-MAX_ITERS = 9
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / 'tests' / 'data'
 
-# Read here, not imported from saevit_mm, so that a wrong version check in the
-# package shows up as failing tests instead of skipped ones.
 TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY = tuple(
     int(v) for v in torch.__version__.split('.')[:2]) >= (2, 6)
-needs_weights_only_default = pytest.mark.skipif(
-    not TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY,
-    reason='torch < 2.6 loads with weights_only=False by default (an '
-    'unrestricted pickle load, as mmengine expects); saevit_mm registers no '
-    'loader there, so nothing of ours refuses anything')
-
-
-class ToyModel(BaseModel):
-    """A regression model small enough to train in a second."""
-
-    def __init__(self, init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.net = nn.Sequential(
-            nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
-
-    def forward(self, x, y=None, mode='tensor'):
-        out = self.net(x)
-        if mode == 'loss':
-            return dict(loss=((out - y)**2).mean())
-        if mode == 'predict':
-            return [dict(pred=o, gt=t) for o, t in zip(out, y)]
-        return out
-
-
-class MSEMetric(BaseMetric):
-    """Mean squared error of the toy model's predictions."""
-
-    def process(self, data_batch, data_samples):
-        self.results.extend(
-            float(((s['pred'] - s['gt'])**2).mean()) for s in data_samples)
-
-    def compute_metrics(self, results):
-        return dict(mse=sum(results) / len(results))
+#: torch.serialization.add_safe_globals exists (torch >= 2.4)
+HAS_SAFE_GLOBALS = hasattr(torch.serialization, 'get_safe_globals')
 
 
 class Interrupt(Exception):
@@ -100,44 +69,6 @@ class InterruptHook(Hook):
                          outputs=None):
         if runner.iter + 1 == self.after_iter:
             raise Interrupt(f'interrupted after iteration {self.after_iter}')
-
-
-def toy_dataset(n: int = 32):
-    gen = torch.Generator().manual_seed(0)
-    xs = torch.randn(n, 4, generator=gen)
-    ys = xs[:, :2] * 2 - xs[:, 2:]
-    return [dict(x=x, y=y) for x, y in zip(xs, ys)]
-
-
-def build_runner(work_dir, custom_hooks=(), resume=False, load_from=None):
-    torch.manual_seed(0)  # the same initial weights for every run
-    return Runner(
-        model=ToyModel(),
-        work_dir=str(work_dir),
-        experiment_name=f'toy_{len(os.listdir(work_dir))}',
-        train_dataloader=dict(
-            dataset=toy_dataset(),
-            batch_size=4,
-            sampler=dict(type='InfiniteSampler', shuffle=True, seed=0),
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
-        param_scheduler=[
-            dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=3),
-            dict(
-                type='CosineAnnealingLR',
-                by_epoch=False,
-                begin=3,
-                end=MAX_ITERS)
-        ],
-        train_cfg=dict(by_epoch=False, max_iters=MAX_ITERS),
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=3,
-                            by_epoch=False)),
-        custom_hooks=[dict(type='EMAHook'), *custom_hooks],
-        randomness=dict(seed=0),
-        resume=resume,
-        load_from=load_from,
-        default_scope='mmengine')
 
 
 def test_runner_resumes_after_interrupt_and_matches_uninterrupted(tmp_path):
@@ -211,20 +142,17 @@ class Payload:
         return (os.getcwd, ())
 
 
-@needs_weights_only_default
 def test_arbitrary_pickled_object_is_refused(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'w': torch.ones(1)}, 'extra': Payload()}, path)
     with pytest.raises(
-            pickle.UnpicklingError,
-            match=r"refused to unpickle.*posix\.getcwd"):
+            CheckpointRefused, match=r"refused to unpickle.*posix\.getcwd"):
         safe_load_checkpoint(str(path))
     # and the Runner's path (load_checkpoint) goes through the same refusal
     with pytest.raises(pickle.UnpicklingError, match='refused to unpickle'):
         load_checkpoint(ToyModel(), str(path))
 
 
-@needs_weights_only_default
 def test_unrestricted_getattr_is_refused(tmp_path):
     """getattr is allowed for HistoryBuffer's methods only."""
 
@@ -255,25 +183,27 @@ def test_missing_file_names_the_path(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# What importing saevit_mm changes, per torch version.
+# What importing saevit_mm changes.
 
 
-def test_import_registers_a_loader_only_where_torch_needs_it():
-    """torch < 2.6: mmengine's loaders are untouched; torch >= 2.6: only the
-    local-file loader (prefix '') is ours. A fresh interpreter, so that this
-    test module's own import of saevit_mm does not count."""
+def test_import_registers_the_local_and_url_loaders():
+    """mmengine's loaders for local files (prefix '') and http(s) are ours,
+    on every torch; the other schemes are mmengine's. A fresh interpreter,
+    so that this test module's own import of saevit_mm does not count."""
     code = """if True:
         import json
         from mmengine.runner.checkpoint import CheckpointLoader
         before = dict(CheckpointLoader._schemes)
         import saevit_mm
-        from saevit_mm.engine.checkpoint_loader import safe_load_checkpoint
+        from saevit_mm.engine import checkpoint_loader as ours
         after = CheckpointLoader._schemes
         print(json.dumps(dict(
             order=[list(before), list(after)],
             changed=sorted(k for k in set(before) | set(after)
                            if before.get(k) is not after.get(k)),
-            local_is_ours=after.get('') is safe_load_checkpoint)))
+            local=after.get('') is ours.safe_load_checkpoint,
+            http=[after.get(p) is ours.safe_load_from_http
+                  for p in ('http://', 'https://')])))
     """
     proc = subprocess.run([sys.executable, '-c', code],
                           cwd=REPO,
@@ -283,42 +213,19 @@ def test_import_registers_a_loader_only_where_torch_needs_it():
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result['order'][0] == result['order'][1]
-    if TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY:
-        assert result['changed'] == [''] and result['local_is_ours']
-    else:
-        assert result['changed'] == [], result
+    assert result['changed'] == ['', 'http://', 'https://'], result
+    assert result['local'] and result['http'] == [True, True], result
 
 
 # ---------------------------------------------------------------------------
-# A runner checkpoint as numpy 1.x writes it.
+# Runner checkpoints across numpy 1 and numpy 2.
 
-#: The numpy globals numpy 1.x pickles for arrays, scalars and dtypes
-#: (measured under numpy 1.26.4: protocol 2, as torch.save writes).
-NUMPY1_GLOBALS = {
-    'numpy.core.multiarray._reconstruct', 'numpy.core.multiarray.scalar',
-    'numpy.ndarray', 'numpy.dtype'
+#: Runner checkpoints committed as written by each stack
+#: (``python tests/data/checkpoints/make_runner_checkpoint.py``).
+STACK_CHECKPOINTS = {
+    'numpy1': DATA / 'checkpoints' / 'runner_torch2.1_numpy1.pth',
+    'numpy2': DATA / 'checkpoints' / 'runner_torch2.14_numpy2.pth',
 }
-
-
-class NumpyInfoHook(Hook):
-    """Keeps numpy values in the message hub's runtime info, which the
-    runner saves in its checkpoints (CheckpointHook keeps ``best_score``
-    there, of whatever type the metric returned)."""
-
-    def after_train_iter(self,
-                         runner,
-                         batch_idx,
-                         data_batch=None,
-                         outputs=None):
-        loss = outputs['loss'].item()
-        runner.message_hub.update_info(
-            'numpy_values',
-            dict(
-                loss=np.float64(loss),
-                iter=np.int64(runner.iter),
-                improved=np.bool_(True),
-                dtype=np.dtype('float32'),
-                losses=np.array([loss, loss / 2], dtype=np.float32)))
 
 
 @pytest.fixture(scope='module')
@@ -327,64 +234,6 @@ def runner_checkpoint(tmp_path_factory) -> Path:
     work_dir = tmp_path_factory.mktemp('runner')
     build_runner(work_dir, [NumpyInfoHook()]).train()
     return work_dir / f'iter_{MAX_ITERS}.pth'
-
-
-def pickle_globals(path: Path) -> List[str]:
-    """``module.name`` of every GLOBAL in a torch.save file's pickle."""
-    with zipfile.ZipFile(path) as zf:
-        pickled = zf.read(
-            next(n for n in zf.namelist() if n.endswith('/data.pkl')))
-    return [
-        arg.replace(' ', '.', 1)
-        for opcode, arg, _ in pickletools.genops(pickled)
-        if opcode.name == 'GLOBAL'
-    ]
-
-
-def as_numpy1_pickle(pickled: bytes) -> bytes:
-    """Rename ``numpy._core.*`` globals as numpy 1.x writes them.
-
-    torch.save pickles with protocol 2, where a global is the GLOBAL opcode
-    followed by ``module\\nname\\n``: no length prefix and no frame, so the
-    text can change length. Later protocols (SHORT_BINUNICODE + STACK_GLOBAL,
-    FRAME) would need their lengths rewritten: refuse them. Under numpy 2.4
-    this turns a pickle of arrays, scalars and dtypes into the very bytes
-    numpy 1.26.4 writes for the same values (compared when this was written).
-    """
-    chunks, start = [], 0
-    for opcode, arg, pos in pickletools.genops(pickled):
-        assert opcode.name not in ('STACK_GLOBAL', 'FRAME', 'INST'), (
-            f'{opcode.name} at byte {pos}: expected a protocol 2 pickle')
-        if opcode.name != 'GLOBAL':
-            continue
-        module, name = arg.split(' ', 1)
-        text = f'c{module}\n{name}\n'.encode()
-        assert pickled[pos:pos + len(text)] == text, (pos, arg)
-        if module == 'numpy._core' or module.startswith('numpy._core.'):
-            module = 'numpy.core' + module[len('numpy._core'):]
-            chunks += [pickled[start:pos], f'c{module}\n{name}\n'.encode()]
-            start = pos + len(text)
-    return b''.join(chunks + [pickled[start:]])
-
-
-def write_as_numpy1(src: Path, dst: Path) -> None:
-    """Copy a torch.save file with its pickle renamed by
-    :func:`as_numpy1_pickle`, in torch's zip layout: the same records in the
-    same order, stored, each record's data 64-byte aligned by padding in an
-    ``FB`` extra field, as torch's writer does."""
-    with zipfile.ZipFile(src) as zf:
-        records = [(info, zf.read(info)) for info in zf.infolist()]
-    with zipfile.ZipFile(dst, 'w', zipfile.ZIP_STORED) as out:
-        for info, data in records:
-            if info.filename.endswith('/data.pkl'):
-                data = as_numpy1_pickle(data)
-            entry = zipfile.ZipInfo(info.filename, date_time=info.date_time)
-            # local file header: 30 bytes, the name, then the extra field
-            # (4 bytes of id and size before the padding)
-            header = 30 + len(info.filename.encode()) + 4
-            padding = -(out.fp.tell() + header) % 64
-            entry.extra = struct.pack('<HH', 0x4246, padding) + b'Z' * padding
-            out.writestr(entry, data)
 
 
 def assert_same(ours: Any, theirs: Any, where: str = 'checkpoint') -> None:
@@ -409,11 +258,13 @@ def assert_same(ours: Any, theirs: Any, where: str = 'checkpoint') -> None:
         assert ours == theirs, where
 
 
-def test_numpy1_runner_checkpoint_loads(runner_checkpoint, tmp_path):
-    numpy1 = tmp_path / 'numpy1.pth'
-    write_as_numpy1(runner_checkpoint, numpy1)
-    names = pickle_globals(numpy1)
-    assert {n for n in names if n.startswith('numpy')} == NUMPY1_GLOBALS
+@pytest.mark.parametrize('numpy', sorted(NUMPY_CORE))
+def test_runner_checkpoint_of_either_numpy_loads(runner_checkpoint, tmp_path,
+                                                 numpy):
+    renamed = tmp_path / f'{numpy}.pth'
+    write_with_numpy_names(runner_checkpoint, renamed, numpy)
+    names = pickle_globals(renamed)
+    assert {n for n in names if n.startswith('numpy')} == NUMPY_GLOBALS[numpy]
     assert 'mmengine.logging.history_buffer.HistoryBuffer' in names
 
     # the values, read back with a full pickle load of the file as saved
@@ -422,11 +273,12 @@ def test_numpy1_runner_checkpoint_loads(runner_checkpoint, tmp_path):
     info = expected['message_hub']['runtime_info']['numpy_values']
     assert type(info['loss']) is np.float64  # the fixture has numpy values
     # mmengine's loader, as --resume and load_from call it
-    loaded = CheckpointLoader.load_checkpoint(str(numpy1), map_location='cpu')
+    loaded = CheckpointLoader.load_checkpoint(
+        str(renamed), map_location='cpu')
     assert_same(loaded, expected)
     # and mmengine's load_checkpoint, as init_cfg=Pretrained calls it
     model = ToyModel()
-    load_checkpoint(model, str(numpy1), map_location='cpu', strict=True)
+    load_checkpoint(model, str(renamed), map_location='cpu', strict=True)
     state = model.state_dict()
     assert list(state) == list(expected['state_dict'])
     for name in state:
@@ -434,8 +286,35 @@ def test_numpy1_runner_checkpoint_loads(runner_checkpoint, tmp_path):
             state[name], expected['state_dict'][name], msg=name)
 
 
+@pytest.mark.parametrize('stack', sorted(STACK_CHECKPOINTS))
+def test_runner_checkpoint_written_by_either_stack_loads(stack, tmp_path):
+    """Files the toy Runner wrote in the classic stack (torch 2.1, numpy
+    1.24) and in the reference stack (torch 2.14, numpy 2.4) load in this
+    one, resume and train on."""
+    path = STACK_CHECKPOINTS[stack]
+    assert {n for n in pickle_globals(path)
+            if n.startswith('numpy')} == NUMPY_GLOBALS[stack]
+    ckpt = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    assert ckpt['meta']['iter'] == MAX_ITERS
+    info = ckpt['message_hub']['runtime_info']['numpy_values']
+    assert type(info['loss']) is np.float64
+    assert info['losses'].dtype == np.float32
+    assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'],
+                      HistoryBuffer)
+    # --resume: the Runner restores model, optimizer, schedulers and
+    # message hub from the file and trains on
+    work_dir = tmp_path / 'resumed'
+    work_dir.mkdir()
+    runner = build_runner(
+        work_dir, resume=True, load_from=str(path), max_iters=MAX_ITERS + 3)
+    runner.train()
+    assert runner.iter == MAX_ITERS + 3
+    # the message hub came from the file: its loss history goes on
+    assert len(runner.message_hub.get_scalar('train/loss').data[0]) > 3
+
+
 # ---------------------------------------------------------------------------
-# What is refused, and torch's opt-out.
+# What is refused, from a file or a URL, through every path that loads.
 
 
 class SystemCall:
@@ -448,7 +327,88 @@ class SystemCall:
         return (os.system, (self.command, ))
 
 
-@needs_weights_only_default
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """A directory served over HTTP on 127.0.0.1 (``served.url(name)``),
+    downloads cached under ``tmp_path`` (``TORCH_HOME``)."""
+    import functools
+    import http.server
+    import threading
+    root = tmp_path / 'served'
+    root.mkdir()
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    class Served:
+        dir = root
+
+        @staticmethod
+        def url(name: str) -> str:
+            return f'http://127.0.0.1:{server.server_port}/{name}'
+
+    try:
+        yield Served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _load_through(how: str, where: str, work_dir: Path) -> None:
+    """Load ``where`` the way ``how`` names: init_cfg, load_from, resume."""
+    if how == 'init_cfg':
+        model = ToyModel(
+            init_cfg=dict(type='Pretrained', checkpoint=where))
+        model.init_weights()
+    elif how == 'load_from':
+        runner = build_runner(work_dir, load_from=where)
+        runner.load_or_resume()
+    else:  # --resume CKPT: resume=True with load_from, as tools/train.py
+        runner = build_runner(work_dir, resume=True, load_from=where)
+        runner.load_or_resume()
+
+
+@pytest.mark.parametrize('how', ['init_cfg', 'load_from', 'resume'])
+@pytest.mark.parametrize('source', ['file', 'http'])
+def test_code_running_pickle_is_refused(tmp_path, served, monkeypatch, how,
+                                        source):
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
+    monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
+    marker = tmp_path / 'code_ran'
+    path = served.dir / 'evil.pth'
+    torch.save(
+        {
+            'state_dict': ToyModel().state_dict(),
+            'meta': SystemCall(f'touch "{marker}"')
+        }, path)
+    where = str(path) if source == 'file' else served.url('evil.pth')
+    name = f'{os.system.__module__}.system'  # posix.system on Linux
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    with pytest.raises(
+            CheckpointRefused,
+            match=rf'refused to unpickle .*evil\.pth.*{re.escape(name)}'):
+        _load_through(how, where, work_dir)
+    assert not marker.exists()
+    # the payload is live: a full pickle load runs it
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_url_checkpoint_loads_once_downloaded(served, runner_checkpoint):
+    (served.dir / 'runner.pth').write_bytes(runner_checkpoint.read_bytes())
+    url = served.url('runner.pth')
+    expected = torch.load(runner_checkpoint, weights_only=False)
+    assert_same(CheckpointLoader.load_checkpoint(url), expected)
+    # cached: served or not, the second load reads the downloaded file
+    (served.dir / 'runner.pth').unlink()
+    assert_same(safe_load_from_http(url), expected)
+
+
 def test_pickled_os_system_is_refused_with_its_name(tmp_path, monkeypatch):
     monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
     marker = tmp_path / 'code_ran'
@@ -466,59 +426,78 @@ def test_pickled_os_system_is_refused_with_its_name(tmp_path, monkeypatch):
     with pytest.raises(pickle.UnpicklingError, match=re.escape(name)):
         load_checkpoint(ToyModel(), str(path))
     assert not marker.exists()
-    # the payload is live: a full pickle load runs it
-    torch.load(path, weights_only=False)
-    assert marker.exists()
+
+
+def test_file_is_unpickled_once_through_pretrained_init(
+        tmp_path, monkeypatch, tiny_arch):
+    """SAEViT's Pretrained init checks the file and loads it: one read."""
+    from saevit_mm.engine import checkpoint_unpickler
+    from saevit_mm.models import SAEViT
+    arch = tiny_arch
+    source = SAEViT(arch=arch)
+    source.init_weights()
+    path = tmp_path / 'backbone.pth'
+    torch.save({'state_dict': source.state_dict()}, path)
+    loads = []
+    monkeypatch.setattr(
+        checkpoint_unpickler.Unpickler, 'load',
+        lambda self: loads.append(1) or pickle.Unpickler.load(self))
+    target = SAEViT(
+        arch=arch, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    target.init_weights()
+    assert len(loads) == 1
+    for name, value in target.state_dict().items():
+        torch.testing.assert_close(value, source.state_dict()[name], msg=name)
 
 
 def test_torch_opt_out_loads_a_trusted_file(tmp_path, monkeypatch):
-    """``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (read by torch.load at call
-    time) turns weights-only loading off for our loader as for torch's."""
+    """``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (torch's switch for a trusted
+    file) turns the restriction off for our loader, on every torch."""
     monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
     monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
     path = tmp_path / 'trusted.pth'
     trusted = dict(state_dict=dict(w=torch.ones(2)), ratio=Fraction(1, 3))
     torch.save(trusted, path)
-    if TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY:  # the file needs the opt-out
-        with pytest.raises(
-                pickle.UnpicklingError,
-                match=r'refused to unpickle .*fractions\.Fraction'):
-            CheckpointLoader.load_checkpoint(str(path))
+    with pytest.raises(
+            CheckpointRefused,
+            match=r'refused to unpickle .*fractions\.Fraction'):
+        CheckpointLoader.load_checkpoint(str(path))
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    if TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY:
-        # torch's own warning: its opt-out path ran, weights_only unset
-        opted_out = pytest.warns(
-            UserWarning, match='TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected')
-    else:  # torch < 2.6 loads with weights_only=False anyway
-        opted_out = contextlib.nullcontext()
-    with opted_out:
-        loaded = CheckpointLoader.load_checkpoint(str(path))
+    loaded = CheckpointLoader.load_checkpoint(str(path))
     assert type(loaded['ratio']) is Fraction and loaded['ratio'] == Fraction(
         1, 3)
 
 
 # ---------------------------------------------------------------------------
-# The allowlist is ours only while our loader runs.
+# torch's own loading is left as it is.
 
 
-@needs_weights_only_default
-def test_allowlist_is_widened_only_during_the_load(runner_checkpoint):
-    before = set(torch.serialization.get_safe_globals())
+def test_torch_load_elsewhere_is_unchanged(runner_checkpoint):
+    if HAS_SAFE_GLOBALS:
+        before = list(torch.serialization.get_safe_globals())
     CheckpointLoader.load_checkpoint(str(runner_checkpoint))
-    assert set(torch.serialization.get_safe_globals()) == before
-    # a plain torch.load elsewhere in the process: torch's allowlist only
-    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
-        torch.load(runner_checkpoint)
+    if HAS_SAFE_GLOBALS:
+        assert list(torch.serialization.get_safe_globals()) == before
+    if TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY:
+        # a plain torch.load elsewhere in the process: torch's allowlist
+        with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+            torch.load(runner_checkpoint)
+    else:  # torch < 2.6: torch's full pickle load, as without saevit_mm
+        assert 'message_hub' in torch.load(runner_checkpoint)
 
 
-@needs_weights_only_default
-def test_globals_the_user_allowed_stay_allowed(runner_checkpoint):
+@pytest.mark.skipif(
+    not HAS_SAFE_GLOBALS,
+    reason='torch.serialization.add_safe_globals needs torch >= 2.4')
+def test_globals_the_user_allowed_are_allowed(tmp_path):
+    path = tmp_path / 'fraction.pth'
+    torch.save(dict(ratio=Fraction(1, 3)), path)
+    with pytest.raises(CheckpointRefused, match='Fraction'):
+        safe_load_checkpoint(str(path))
     saved = torch.serialization.get_safe_globals()
-    torch.serialization.add_safe_globals([HistoryBuffer, np.ndarray])
+    torch.serialization.add_safe_globals([Fraction])
     try:
-        CheckpointLoader.load_checkpoint(str(runner_checkpoint))
-        still_allowed = set(torch.serialization.get_safe_globals())
-        assert {HistoryBuffer, np.ndarray} <= still_allowed
+        assert safe_load_checkpoint(str(path))['ratio'] == Fraction(1, 3)
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(saved)
@@ -529,10 +508,12 @@ def test_numpy_allowlist_builds_without_np_dtypes(monkeypatch):
     ``np.dtype``): building the allowlist must not need it."""
     from types import SimpleNamespace
 
-    from saevit_mm.engine import checkpoint_loader
+    from saevit_mm.engine import checkpoint_unpickler
     numpy_1_24 = SimpleNamespace(
         **{name: getattr(np, name)
            for name in ('empty', 'float64', 'ndarray', 'dtype')})
-    monkeypatch.setattr(checkpoint_loader, 'np', numpy_1_24)
-    entries = checkpoint_loader._numpy_globals()
-    assert np.dtype in [e[0] if isinstance(e, tuple) else e for e in entries]
+    monkeypatch.setattr(checkpoint_unpickler, 'np', numpy_1_24)
+    entries = checkpoint_unpickler._numpy_globals()
+    assert entries['numpy.dtype'] is np.dtype
+    assert entries['numpy._core.multiarray._reconstruct'] is entries[
+        'numpy.core.multiarray._reconstruct']
