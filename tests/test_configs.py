@@ -319,3 +319,13 @@ def test_demo_changes_only_data_scale_schedule_and_norm(path):
     ]
     assert not unexpected, unexpected
     assert demo.model.backbone.arch == real.model.backbone.arch
+
+
+@pytest.mark.parametrize('path', ALL_CONFIGS, ids=lambda p: p.stem)
+def test_random_state_hook_comes_with_a_fixed_seed(path):
+    """RandomStateHook's exact resume needs ``randomness.seed``: without it
+    the resumed run draws a new seed for its sampler (the hook warns)."""
+    cfg = Config.fromfile(str(path))
+    hooks = [h.get('type') for h in cfg.get('custom_hooks', [])]
+    if 'RandomStateHook' in hooks:
+        assert cfg.get('randomness', {}).get('seed') is not None

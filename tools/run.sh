@@ -31,5 +31,6 @@ case "$job" in
       tests/test_deploy.py \
       tests/test_registry.py tests/test_stack.py tests/test_tools.py \
       tests/test_checkpoint.py tests/test_backbone_weights.py \
-      tests/test_checkpoint_loader.py tests/test_random_state_hook.py "$@" ;;
+      tests/test_checkpoint_loader.py tests/test_checkpoint_stacks.py \
+      tests/test_config_train_step.py tests/test_random_state_hook.py "$@" ;;
 esac

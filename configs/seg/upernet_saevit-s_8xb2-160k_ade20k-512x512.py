@@ -7,4 +7,5 @@ model = dict(
         # arch (README, "How to give the backbone weights")
         arch='s'),
     decode_head=dict(in_channels=[48, 128, 256, 512]),
-    auxiliary_head=dict(in_channels=224))
+    # stage 2, as in the SAEViT-T base (auxiliary_head.in_index=2)
+    auxiliary_head=dict(in_channels=256))
