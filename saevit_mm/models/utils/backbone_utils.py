@@ -56,8 +56,7 @@ class AnyBatchNorm(ABC):
     ``affine``, ``track_running_stats``) but is no ``_BatchNorm``.
 
     Example:
-        >>> from mmengine.model.weight_init import trunc_normal_
-from torch import nn
+        >>> from torch import nn
         >>> isinstance(nn.BatchNorm2d(4), AnyBatchNorm)
         True
         >>> isinstance(nn.GroupNorm(2, 4), AnyBatchNorm)
