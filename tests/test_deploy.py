@@ -1,7 +1,12 @@
-"""Deploy path: BN folding, ONNX export (+ onnxruntime), torch.compile."""
+"""Deploy path: BN folding, ONNX export (+ onnxruntime), torch.compile,
+reparameterized checkpoints (tools/model_converters/reparameterize_model.py
+and tools/test.py with model.backbone.deploy=True)."""
 import pytest
 import torch
 import torch.nn.functional as F
+from e2e_utils import (DEMO_CONFIGS, TINY_OPTIONS, assert_finite,
+                       demo_data_root, last_checkpoint, read_test_metrics,
+                       run_tool, train_demo)
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -96,7 +101,7 @@ def test_switch_to_deploy_saevit_t_within_1e5(shape, how):
     with torch.no_grad():
         ref = model(x)
         if how == 'method':
-            model.switch_to_deploy(probe_size=shape[2:])
+            model.switch_to_deploy()
         else:
             assert switch_to_deploy(model, probe_size=shape[2:])
         out = model(x)
@@ -113,11 +118,16 @@ def test_switch_to_deploy_saevit_t_within_1e5(shape, how):
 
 
 def test_switch_to_deploy_raises_on_a_norm_it_cannot_fold():
-    """A GroupNorm does not fold: the block says so instead of leaving a
-    half-deployed model."""
+    """A GroupNorm does not fold: the backbone names the first one before
+    it changes anything, instead of leaving a half-deployed model."""
     model = _saevit('t', norm_cfg=dict(type='GN', num_groups=4))
-    with pytest.raises(RuntimeError, match='norm1 is a GroupNorm'):
-        model.switch_to_deploy(probe_size=(64, 64))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match='stem.conv1.norm is a GroupNorm'):
+        model.switch_to_deploy()
+    assert not model.deploy
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert model.state_dict().keys() == before.keys()
 
 
 @pytest.mark.parametrize('groups,kernel', [(1, 1), (2, 1), (8, 3), (4, 2)])
@@ -154,7 +164,7 @@ def test_deploy_folds_every_norm_but_the_stage_outputs(shape):
     for dtype in (torch.float32, torch.float64):
         eager = _saevit('t', max_delegates=SMALL_BOUNDS).to(dtype)
         deployed = _saevit('t', max_delegates=SMALL_BOUNDS).to(dtype)
-        deployed.switch_to_deploy(probe_size=(64, 64))
+        deployed.switch_to_deploy()
         left = [n for n, m in deployed.named_modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         assert left == ['norm0', 'norm1', 'norm2', 'norm3']
@@ -166,7 +176,7 @@ def test_deploy_folds_every_norm_but_the_stage_outputs(shape):
         assert deployed.stem.conv1.conv.weight.is_contiguous(
             memory_format=torch.channels_last)
         assert len(ffns) == 10 and all(
-            f.merged is not None
+            f.deploy and f.dwconv.kernel_size == (9, 9)
             for f in ffns), 'every CIFFN has its merged deploy form'
         with torch.no_grad():
             pairs = zip(eager(x.to(dtype)), deployed(x.to(dtype)), strict=True)
@@ -339,6 +349,9 @@ def test_deployed_ciffn_group_width_not_a_multiple_of_groups(
         expected = ffn(x)
         switch_to_deploy(nn.Sequential(ffn), probe_size=size)
         out = ffn(x)
+        built = CIFFN(40, 3, deploy=True).double().eval()
+        built.load_state_dict(ffn.state_dict())
+        assert torch.equal(built(x), out)
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
 
 
@@ -360,3 +373,99 @@ def test_deploy_activation_in_place_only_without_autograd():
     x.requires_grad_(True)
     layer(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+# -------------------------------------------------------------------------
+# Reparameterized checkpoints: any host's config, then through the tools.
+
+HOSTS = [
+    pytest.param('cls', 'mmpretrain', marks=pytest.mark.cls, id='mmpretrain'),
+    pytest.param('retinanet', 'mmdet', marks=pytest.mark.det, id='mmdet'),
+    pytest.param('fpn', 'mmseg', marks=pytest.mark.seg, id='mmseg'),
+]
+
+
+@pytest.mark.parametrize('name,host', HOSTS)
+def test_reparameterize_checkpoint_of_each_host(tmp_path, name, host):
+    """A checkpoint of a cls, det or seg config becomes one that the same
+    config with model.backbone.deploy=True loads strictly, with the eager
+    backbone's outputs."""
+    pytest.importorskip(f'{host}.models')
+    from mmengine.config import Config
+
+    from saevit_mm.deploy import build_model, reparameterize_checkpoint
+    cfg = Config.fromfile(DEMO_CONFIGS[name])
+    model = build_model(cfg).eval()
+    _randomize_bn(model.backbone)
+    path = tmp_path / 'eager.pth'
+    dataset_meta = dict(classes=('a', 'b'))
+    torch.save(
+        dict(
+            state_dict=model.state_dict(),
+            meta=dict(dataset_meta=dataset_meta)), path)
+    converted = reparameterize_checkpoint(cfg, str(path))
+    assert converted['meta']['deploy'] is True
+    assert converted['meta']['dataset_meta'] == dataset_meta
+    assert converted['meta']['source'] == 'eager.pth'
+    cfg.merge_from_dict({'model.backbone.deploy': True})
+    deployed = build_model(cfg).eval()
+    deployed.load_state_dict(converted['state_dict'])  # strict
+    assert deployed.backbone.deploy
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        pairs = zip(deployed.backbone(x), model.backbone(x), strict=True)
+        for out, ref in pairs:
+            assert (out - ref).abs().max() <= 1e-5 * max(1., ref.abs().max())
+
+
+@pytest.mark.slow
+@pytest.mark.cls
+def test_reparameterized_checkpoint_tests_like_the_eager_one(
+        tmp_path_factory, tmp_path):
+    """Train the demo classifier briefly, convert its checkpoint with
+    tools/model_converters/reparameterize_model.py, and test both with
+    tools/test.py: the deployed one (deploy=True) gives the same metric."""
+    pytest.importorskip('mmpretrain.models')
+    data_root = demo_data_root(tmp_path_factory)
+    checkpoint = last_checkpoint(train_demo(tmp_path_factory, 'cls', 'cls'))
+    config = DEMO_CONFIGS['cls']
+    out = tmp_path / 'deploy' / 'saevit-t_demo_deploy.pth'
+    run_tool(['tools/model_converters/reparameterize_model.py', config,
+              checkpoint, out])
+    saved = torch.load(out, map_location='cpu', weights_only=True)
+    assert set(saved) == {'state_dict', 'meta'} and saved['meta']['deploy']
+    assert 'backbone.stem.conv1.conv.bias' in saved['state_dict']
+    # the classifier's scores, eager and deployed (the metric of a briefly
+    # trained model could hide a difference)
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+
+    from saevit_mm.deploy import build_model
+    cfg = Config.fromfile(config)
+    eager = build_model(cfg).eval()
+    load_checkpoint(eager, str(checkpoint), strict=True, logger='silent')
+    cfg.merge_from_dict({'model.backbone.deploy': True})
+    deployed = build_model(cfg).eval()
+    load_checkpoint(deployed, str(out), strict=True, logger='silent')
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            deployed(x, mode='tensor'),
+            eager(x, mode='tensor'),
+            rtol=1e-4,
+            atol=1e-4)
+    metrics = {}
+    for form, path, options in (('eager', checkpoint, []),
+                                ('deployed', out,
+                                 ['model.backbone.deploy=True'])):
+        work_dir = tmp_path / form
+        run_tool([
+            'tools/test.py', config, path, '--work-dir', work_dir,
+            '--cfg-options', *TINY_OPTIONS['cls'], *options
+        ],
+                 data_root=data_root)
+        metrics[form] = read_test_metrics(work_dir)
+    keys = ['accuracy/top1', 'accuracy/top5']
+    assert_finite(metrics['eager'], keys)
+    assert {k: metrics['deployed'][k] for k in keys} == \
+        {k: metrics['eager'][k] for k in keys}

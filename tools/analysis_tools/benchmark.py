@@ -264,7 +264,7 @@ def machine() -> Dict[str, object]:
 
 def deploy_steps(model: nn.Module) -> Dict[str, nn.Module]:
     """SAEViT's deploy form short of its last step, to time what each step
-    gains: every BatchNorm folded (``SAEViTBlock.switch_to_deploy`` for the
+    gains: every BatchNorm folded (``SAEViTBlock.fold_pre_norms`` for the
     pre-norms), then the weights in channels-last; ``[deployed]`` adds the
     CIFFNs' and SAAs' deploy forms."""
     from saevit_mm.deploy import fold_conv_bn_pairs
@@ -273,7 +273,7 @@ def deploy_steps(model: nn.Module) -> Dict[str, nn.Module]:
     fold_conv_bn_pairs(folded)
     for module in list(folded.modules()):
         if isinstance(module, SAEViTBlock):
-            module.switch_to_deploy()
+            module.fold_pre_norms()
     channels_last = copy.deepcopy(folded).to(memory_format=torch.channels_last)
     return {'folded': folded, 'folded, channels-last': channels_last}
 

@@ -25,15 +25,16 @@ from torch import Tensor, nn
 
 from saevit_mm.registry import register_model
 from ..layers import SAEViTStage, SparselyAggregatedAttention
-from ..layers.block import ATTN_TYPES, FFN_TYPES, check_choice
+from ..layers.block import (ATTN_TYPES, FFN_TYPES, check_choice,
+                            check_deployable)
 from ..layers.saa import check_max_delegates
 from ..layers.stem import ConvStem
 from ..utils.backbone_utils import (NORM_LAYERS, check_frozen_stages,
-                                    freeze_module, init_conv,
+                                    freeze_module, init_conv, is_batch_norm,
                                     normalize_out_indices,
                                     normalizes_with_local_batch, set_norm_eval)
-from ..utils.checkpoint import check_pretrained_state_dict
-from ..utils.fuse import fold_conv_bn_pairs
+from ..utils.checkpoint import (check_pretrained_state_dict,
+                                pretrained_state_dict)
 
 __all__ = ['SAEViT']
 
@@ -116,6 +117,18 @@ def per_stage_max_delegates(value: Union[None, int, Sequence[Optional[int]]],
     return tuple(value)
 
 
+def _check_deploy_norm_cfg(norm_cfg: Dict, num_features: int) -> None:
+    """Raise ValueError unless ``norm_cfg`` builds a BatchNorm with running
+    statistics, the norm that the deploy form folds away."""
+    norm = build_norm_layer(norm_cfg, num_features)[1]
+    if not (is_batch_norm(norm) and norm.track_running_stats):
+        raise ValueError(
+            'deploy=True builds the form switch_to_deploy() gives, which '
+            'folds every norm but the stage norms into a convolution: '
+            'norm_cfg must be a BatchNorm with running statistics (BN, '
+            f'SyncBN, MMSyncBN), but got {norm_cfg!r}.')
+
+
 @register_model
 class SAEViT(BaseModule):
     """SAEViT: a lightweight conv + ViT backbone with Sparsely Aggregated
@@ -173,6 +186,11 @@ class SAEViT(BaseModule):
             ``dict(type='LN2d')`` (per pixel over the channels) or another
             channels-first norm. Defaults to None.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
+        deploy: Build the inference form directly, the model
+            :meth:`switch_to_deploy` gives (same modules, state-dict keys
+            and shapes), to load a checkpoint of
+            ``tools/model_converters/reparameterize_model.py``; ``norm_cfg``
+            must be a BatchNorm's. Defaults to False.
         init_cfg: mmengine init config; with ``type='Pretrained'`` only the
             checkpoint is loaded (after a check that it fits, see
             :meth:`init_weights`), otherwise, and with ``checkpoint=None``,
@@ -228,6 +246,7 @@ class SAEViT(BaseModule):
                  norm_cfg: Dict = dict(type='BN'),
                  recovery_norm_cfg: Optional[Dict] = None,
                  act_cfg: Dict = dict(type='GELU'),
+                 deploy: bool = False,
                  init_cfg: Optional[Union[Dict, Sequence[Dict]]] = None
                  ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -261,14 +280,20 @@ class SAEViT(BaseModule):
                                                  self.num_stages)
         self.frozen_stages = check_frozen_stages(frozen_stages,
                                                  self.num_stages)
+        if deploy:
+            _check_deploy_norm_cfg(norm_cfg, embed_dims[0])
         self.norm_eval = norm_eval
         self.with_cp = with_cp
         #: in the inference form (:meth:`switch_to_deploy`)
-        self.deploy = False
+        self.deploy = deploy
 
         # stem and stages
         self.stem = ConvStem(
-            in_channels, embed_dims[0], norm_cfg=norm_cfg, act_cfg=act_cfg)
+            in_channels,
+            embed_dims[0],
+            norm_cfg=norm_cfg,
+            act_cfg=act_cfg,
+            deploy=deploy)
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
@@ -291,7 +316,8 @@ class SAEViT(BaseModule):
                     attn_type=attn_type,
                     ffn_type=ffn_type,
                     use_dwsconv=use_dwsconv,
-                    act_cfg=act_cfg))
+                    act_cfg=act_cfg,
+                    deploy=deploy))
 
         # stage norms, on the main path (outputs or not)
         for i in range(self.num_stages):
@@ -303,6 +329,8 @@ class SAEViT(BaseModule):
             self.stage_stride(i) for i in self.out_indices)
 
         self._freeze_stages()
+        if deploy:
+            self.to(memory_format=torch.channels_last)
 
     @staticmethod
     def stage_stride(index: int) -> int:
@@ -383,32 +411,65 @@ class SAEViT(BaseModule):
         return tuple(outs)
 
     @torch.no_grad()
-    def switch_to_deploy(self, probe_size: Sequence[int] = (224, 224)) -> None:
+    def switch_to_deploy(self) -> None:
         """Switch to the inference form, in place and for good: eval mode,
-        every BatchNorm folded into the convolution next to it, each
-        block's deploy form (:meth:`~..layers.SAEViTBlock.switch_to_deploy`,
+        every norm but the stage norms ``norm{i}`` folded into the
+        convolution next to it, each part's deploy form
+        (:meth:`~..layers.SAEViTBlock.switch_to_deploy`,
         :meth:`~..layers.CIFFN.switch_to_deploy`), weights and input in
-        channels-last. The outputs stay those of the eval-mode model up to
-        float rounding; what each step gains on CPU: ``docs/benchmark.md``.
+        channels-last. Every stage switches, also those after the last of
+        ``out_indices``, which do not run: the state dict is that of
+        ``SAEViT(..., deploy=True)``, whatever ``out_indices``. The outputs
+        stay those of the eval-mode model up to float rounding; what each
+        step gains on CPU: ``docs/benchmark.md``.
 
-        Args:
-            probe_size: Input size of the probe forward that finds the
-                conv -> BN pairs (:func:`~..utils.fuse.fold_conv_bn_pairs`).
-                Defaults to ``(224, 224)``.
+        The parts switch from the outside in (stem, then each stage:
+        downsampling, then each block: its pre-norms, then its parts); each
+        step is also correct on a part switched before, so the order is not
+        what makes it exact.
 
         Raises:
-            RuntimeError: A norm is not a BatchNorm (``GN``, say), so a
-                block's deploy form cannot absorb it.
+            RuntimeError: A norm to fold is not a BatchNorm (``GN``, say);
+                nothing is changed then.
+
+        Example:
+            >>> model = SAEViT('t', out_indices=(0, 1, 2))
+            >>> model.switch_to_deploy()
+            >>> SAEViT('t', deploy=True).load_state_dict(model.state_dict())
+            <All keys matched successfully>
         """
         if self.deploy:
             return
         self.eval()
-        fold_conv_bn_pairs(self, probe_size=probe_size)
-        for module in list(self.modules())[1:]:  # a block before its parts
-            if callable(getattr(module, 'switch_to_deploy', None)):
-                module.switch_to_deploy()
+        check_deployable(
+            self,
+            kept=[getattr(self, f'norm{i}') for i in range(self.num_stages)])
+        self.stem.switch_to_deploy()
+        for stage in self.stages:
+            stage.switch_to_deploy()
         self.to(memory_format=torch.channels_last)
+        self._freeze_stages()  # the new parameters of frozen stages too
         self.deploy = True
+
+    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args,
+                              **kwargs) -> None:
+        """Refuse a state dict of the other form (eager or deployed) with a
+        message, before mmengine's non-strict loading would only warn."""
+        first = f'{prefix}stem.conv1.'
+        if any(key.startswith(first) for key in state_dict):
+            folded = f'{first}conv.bias' in state_dict
+            if folded != isinstance(self.stem.conv1.norm, nn.Identity):
+                forms = ('an eager', 'a deployed')
+                fix = ('build the model with deploy=True (in a config: '
+                       '--cfg-options model.backbone.deploy=True)'
+                       if folded else 'build the model with deploy=False, '
+                       'or convert the checkpoint with '
+                       'tools/model_converters/reparameterize_model.py')
+                raise RuntimeError(
+                    f'The state dict is of {forms[folded]} SAEViT and the '
+                    f'model is {forms[not folded]} one (switch_to_deploy '
+                    f'folds the norms into the convolutions): {fix}.')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def num_used_stages(self) -> int:
@@ -445,7 +506,9 @@ class SAEViT(BaseModule):
         file is checked first (every key and shape must be this backbone's:
         ``check_pretrained_state_dict`` in
         :mod:`saevit_mm.models.utils.checkpoint`; mmengine itself loads with
-        ``strict=False`` and only warns), then only the checkpoint is loaded.
+        ``strict=False`` and only warns), then loaded: the file is read
+        once, by mmengine's ``CheckpointLoader`` (:mod:`saevit_mm`'s
+        restricted loader), and nothing else initialises the weights.
         With ``checkpoint=None`` (the det/seg configs' default) nothing is
         loaded: one log line says so and the default init runs. That is:
         1x1 convolutions get ViT's truncated normal (std 0.02), spatial ones
@@ -481,12 +544,23 @@ class SAEViT(BaseModule):
                         'file of tools/model_converters/cls_to_backbone.py '
                         'or a classification checkpoint of the same arch, '
                         'or checkpoint=None to train from the default init.')
-                check_pretrained_state_dict(
-                    self.state_dict(),
-                    CheckpointLoader.load_checkpoint(
-                        path, map_location='cpu', logger='silent'),
-                    self.init_cfg.get('prefix'), path)
+                checkpoint = CheckpointLoader.load_checkpoint(
+                    path,
+                    map_location=self.init_cfg.get('map_location', 'cpu'),
+                    logger='silent')
+                prefix = self.init_cfg.get('prefix')
+                check_pretrained_state_dict(self.state_dict(), checkpoint,
+                                            prefix, path)
+                # load what was read: mmengine's PretrainedInit would read
+                # (unpickle) the file a second time
+                print_log(
+                    f'SAEViT: load {prefix or "the state dict"} from {path}',
+                    logger='current')
+                self.load_state_dict(pretrained_state_dict(
+                    checkpoint, prefix))
+                pretrained_cfg, self.init_cfg = self.init_cfg, None
                 super().init_weights()
+                self.init_cfg = pretrained_cfg
                 return
             print_log(
                 'SAEViT: init_cfg.checkpoint is None, so no pretrained '

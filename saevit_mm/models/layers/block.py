@@ -10,6 +10,10 @@ pre-norm residual layout are our design::
 The ablation switches replace SAA by full attention (``attn_type='mhsa'``),
 CIFFN by a plain conv FFN (``ffn_type='ffn'``) or drop DWSConv
 (``use_dwsconv=False``).
+
+Deploy form (:meth:`SAEViTBlock.switch_to_deploy`, or ``deploy=True`` to
+build it): ``norm1`` and ``norm2`` folded into the convolution after them
+(``nn.Identity`` left), and each part in its own deploy form.
 """
 from typing import Dict, Optional, Sequence
 
@@ -18,14 +22,16 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
 
-from ..utils.fuse import fold_bn_into_next_conv_, is_foldable_bn
+from ..utils.backbone_utils import is_batch_norm, is_norm
+from ..utils.fuse import check_foldable_bn, fold_bn_into_next_conv_
 from .ciffn import CIFFN
+from .conv_norm import switch_conv_norms
 from .dwsconv import DWSConv
 from .ffn import ConvFFN
 from .mhsa import MHSA2d
 from .saa import SparselyAggregatedAttention
 
-__all__ = ['ATTN_TYPES', 'FFN_TYPES', 'SAEViTBlock']
+__all__ = ['ATTN_TYPES', 'FFN_TYPES', 'SAEViTBlock', 'check_deployable']
 
 #: Allowed values of ``attn_type``.
 ATTN_TYPES = ('saa', 'mhsa')
@@ -39,6 +45,28 @@ def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
         raise ValueError(f'{name} must be one of {tuple(allowed)}, but got '
                          f'{value!r}.')
     return value
+
+
+def check_deployable(module: nn.Module,
+                     kept: Sequence[nn.Module] = ()) -> None:
+    """Raise RuntimeError unless every norm inside ``module`` that the
+    deploy form folds (all but ``kept`` and SAA's recovery norms other than
+    BatchNorms) is a BatchNorm in eval mode with running statistics; checked
+    first, a deploy step never stops half way.
+
+    Args:
+        module: A block, a stage or the backbone.
+        kept: Norms the deploy form keeps (SAEViT's stage norms).
+            Defaults to ``()``.
+    """
+    skip = {id(m) for m in kept}
+    skip.update(
+        id(m.norm) for m in module.modules()
+        if isinstance(m, SparselyAggregatedAttention)
+        and not is_batch_norm(m.norm))
+    for name, norm in module.named_modules():
+        if is_norm(norm) and id(norm) not in skip:
+            check_foldable_bn(norm, name)
 
 
 class SAEViTBlock(nn.Module):
@@ -70,6 +98,9 @@ class SAEViTBlock(nn.Module):
         recovery_norm_cfg: Norm of SAA's recovered map (see
             :class:`~.saa.SparselyAggregatedAttention`). Defaults to None.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
+        deploy: Build the deploy form (module docstring); ``norm_cfg`` must
+            then be a BatchNorm's, the norm that form folds away. Defaults
+            to False.
 
     Example:
         >>> import torch
@@ -91,24 +122,28 @@ class SAEViTBlock(nn.Module):
                  drop_path: float = 0.,
                  norm_cfg: Dict = dict(type='BN'),
                  recovery_norm_cfg: Optional[Dict] = None,
-                 act_cfg: Dict = dict(type='GELU')) -> None:
+                 act_cfg: Dict = dict(type='GELU'),
+                 deploy: bool = False) -> None:
         super().__init__()
         check_choice('attn_type', attn_type, ATTN_TYPES)
         check_choice('ffn_type', ffn_type, FFN_TYPES)
         self.dwsconv = DWSConv(
-            embed_dims, norm_cfg=norm_cfg,
-            act_cfg=act_cfg) if use_dwsconv else None
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+            embed_dims, norm_cfg=norm_cfg, act_cfg=act_cfg,
+            deploy=deploy) if use_dwsconv else None
+        self.norm1 = nn.Identity() if deploy else build_norm_layer(
+            norm_cfg, embed_dims)[1]
         if attn_type == 'saa':
             self.attn = SparselyAggregatedAttention(
                 embed_dims,
                 num_heads,
                 sample_ratio=sample_ratio,
                 max_delegates=max_delegates,
-                norm_cfg=recovery_norm_cfg)
+                norm_cfg=recovery_norm_cfg,
+                deploy=deploy)
         else:
             self.attn = MHSA2d(embed_dims, num_heads)
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.norm2 = nn.Identity() if deploy else build_norm_layer(
+            norm_cfg, embed_dims)[1]
         if ffn_type.startswith('ciffn'):
             self.ffn = CIFFN(
                 embed_dims,
@@ -116,39 +151,69 @@ class SAEViTBlock(nn.Module):
                 kernel_sizes=ffn_kernel_sizes,
                 redistribute=ffn_type == 'ciffn',
                 norm_cfg=norm_cfg,
-                act_cfg=act_cfg)
-        else:
+                act_cfg=act_cfg,
+                deploy=deploy)
+        else:  # norm_cfg=None: ConvNorm's deploy form
             self.ffn = ConvFFN(
-                embed_dims, ffn_ratio, norm_cfg=norm_cfg, act_cfg=act_cfg)
+                embed_dims,
+                ffn_ratio,
+                norm_cfg=None if deploy else norm_cfg,
+                act_cfg=act_cfg)
         self.drop_path = DropPath(drop_path) if drop_path > 0 \
             else nn.Identity()
 
+    def _input_conv(self, part: nn.Module) -> nn.Conv2d:
+        """The convolution that reads ``part``'s input."""
+        if isinstance(part, (SparselyAggregatedAttention, CIFFN)):
+            return part.input_conv
+        if isinstance(part, MHSA2d):
+            return part.attn.qkv
+        return part.expand.conv  # ConvFFN
+
     @torch.no_grad()
-    def switch_to_deploy(self) -> None:
+    def fold_pre_norms(self) -> None:
         """Fold the pre-norms into the convolution after them: ``norm2``
         into the FFN's 1x1 expansion; ``norm1`` into SAA's sampler (its
         input is edge-padded, never zero-padded) or, without a sampler,
         into the 1x1 q/k/v projection (average pooling before it keeps an
         affine map affine). Exact: no zero padding meets the folded shift.
+        A fold changes the input side of a convolution only, so it gives
+        the same weights before or after the part's own deploy step.
 
         Raises:
             RuntimeError: A pre-norm is not a BatchNorm in eval mode with
-                running statistics, which is what folds.
+                running statistics, which is what folds (nothing is
+                changed then).
         """
-        sampler = getattr(self.attn, 'sampler', None)
-        first = sampler if sampler is not None else self.attn.attn.qkv
-        for name, conv in (('norm1', first), ('norm2', self.ffn.expand.conv)):
-            norm = getattr(self, name)
-            if isinstance(norm, nn.Identity):
-                continue
-            if not is_foldable_bn(norm):
-                mode = ' in training mode' if norm.training else ''
-                raise RuntimeError(
-                    'SAEViTBlock.switch_to_deploy folds BatchNorms in eval '
-                    f'mode with running statistics; {name} is a '
-                    f'{type(norm).__name__}{mode}.')
+        pairs = [('norm1', self.norm1, self._input_conv(self.attn)),
+                 ('norm2', self.norm2, self._input_conv(self.ffn))]
+        pairs = [p for p in pairs if not isinstance(p[1], nn.Identity)]
+        for name, norm, _ in pairs:
+            check_foldable_bn(norm, name)
+        for name, norm, conv in pairs:
             fold_bn_into_next_conv_(norm, conv)
             setattr(self, name, nn.Identity())
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Switch to the deploy form: :meth:`fold_pre_norms`, then each
+        part's deploy form (its own ``switch_to_deploy``, or its
+        :class:`~.conv_norm.ConvNorm` layers folded), whether or not a
+        part was switched on its own before.
+
+        Raises:
+            RuntimeError: A norm to fold is not a BatchNorm in eval mode
+                with running statistics (nothing is changed then).
+        """
+        check_deployable(self)
+        self.fold_pre_norms()
+        for part in (self.dwsconv, self.attn, self.ffn):
+            if part is None:
+                continue
+            if callable(getattr(part, 'switch_to_deploy', None)):
+                part.switch_to_deploy()
+            else:  # MHSA2d (nothing to fold), ConvFFN
+                switch_conv_norms(part)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the block to ``x`` (``B, C, H, W``)."""

@@ -20,25 +20,35 @@ those steps (ShuffleNet's shuffle between grouped operators):
    :class:`ShuffledPointwiseConv` from the activated groups, without a
    shuffled copy.
 
-Deploy form (:meth:`CIFFN.switch_to_deploy`, once the norms are folded;
-no grouped 1x1 convolution, which takes a slow path on CPU, and no
-hidden-width split, shuffle or concatenation):
+Deploy form (:meth:`CIFFN.switch_to_deploy`, or ``deploy=True`` to build
+it; no grouped 1x1 convolution, which takes a slow path on CPU, and no
+hidden-width split, shuffle or concatenation). Its weights, each stored
+once (they are its state dict):
+
+- ``expand``: the 1x1 expansion with its norm and the block's pre-norm
+  folded in, its output channels already in the shuffled order;
+- ``dwconv``: the merged depth-wise convolution in that order, each
+  channel's kernel zero-padded to the largest size;
+- ``project``: the grouped 1x1 projection of the shuffled map (norm
+  folded), computed as block products.
+
+It runs one of two ways:
 
 - Small maps (fewer than :attr:`CIFFN.MERGE_MAX_PIXELS` pixels, batch x
-  height x width): the expansion and one merged depth-wise convolution
-  (each channel its own kernel, zero-padded to the largest size), with
-  their channels already in the shuffled order, then the projection as
-  ``g`` block products (``baddbmm``).
+  height x width): ``expand``, ``dwconv``, then the projection as ``g``
+  block products (``baddbmm``).
 - Large maps: one group at a time, end to end (its rows of the
-  expansion, its depth-wise convolution, the activation), its share of
-  the projection accumulated into the output: block products from its
-  ``g`` chunks (one per projection group) when a chunk is at least
+  expansion, its own kernel cut from the merged one, the activation), its
+  share of the projection accumulated into the output: block products from
+  its ``g`` chunks (one per projection group) when a chunk is at least
   :attr:`CIFFN.CHUNK_MIN_WIDTH` channels wide, else the group's columns of
   the dense block-diagonal projection. A group's hidden map stays small
   enough for the cache: about 2x faster than the whole-width form on the
-  first stage's maps of a batch of 32 at 224 pixels (2-core CPU).
+  first stage's maps of a batch of 32 at 224 pixels (2-core CPU). The
+  group's weights are views of the merged ones; what is copied per forward
+  (the dense columns, strided weights) is small against a large map.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +56,7 @@ from mmcv.cnn import build_activation_layer
 from torch import Tensor, nn
 
 from .act_in_place import act_in_place
-from .conv_norm import ConvNorm
+from .conv_norm import ConvNorm, switch_conv_norms
 from .shuffled_conv import ShuffledPointwiseConv
 
 __all__ = ['CIFFN']
@@ -63,7 +73,8 @@ class CIFFN(nn.Module):
 
     Submodules: ``expand`` (:class:`ConvNorm` 1x1), ``dwconvs`` (one
     depth-wise :class:`ConvNorm` per group), ``act``, ``project`` (grouped
-    :class:`ConvNorm` 1x1).
+    :class:`ConvNorm` 1x1); in the deploy form ``expand``, ``dwconv``,
+    ``act``, ``project`` (module docstring).
 
     Args:
         embed_dims: Channels ``C`` of the input and output; must be
@@ -78,6 +89,8 @@ class CIFFN(nn.Module):
             then reads one decomposition group. Defaults to True.
         norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
+        deploy: Build the deploy form (module docstring). Defaults to
+            False.
 
     Example:
         >>> import torch
@@ -103,7 +116,8 @@ class CIFFN(nn.Module):
                  kernel_sizes: Sequence[int] = (3, 5, 7, 9),
                  redistribute: bool = True,
                  norm_cfg: Dict = dict(type='BN'),
-                 act_cfg: Dict = dict(type='GELU')) -> None:
+                 act_cfg: Dict = dict(type='GELU'),
+                 deploy: bool = False) -> None:
         super().__init__()
         kernel_sizes = tuple(kernel_sizes)
         hidden = int(embed_dims * ffn_ratio)
@@ -120,7 +134,16 @@ class CIFFN(nn.Module):
                 'positive multiples of the number of groups '
                 f'len(kernel_sizes) = {groups}.')
         self.groups = groups
+        self.kernel_sizes: Tuple[int, ...] = kernel_sizes
         self.redistribute = redistribute
+        #: in the deploy form (:meth:`switch_to_deploy`)
+        self.deploy = deploy
+        if deploy:
+            self.expand, self.dwconv, self.project = _deploy_convs(
+                embed_dims, hidden, kernel_sizes)
+            self.act = build_activation_layer(act_cfg)
+            self._reorder_children()
+            return
         width = hidden // groups
         self.expand = ConvNorm(embed_dims, hidden, 1, norm_cfg=norm_cfg)
         self.dwconvs = nn.ModuleList(
@@ -131,77 +154,69 @@ class CIFFN(nn.Module):
             hidden, embed_dims, 1, groups=groups, norm_cfg=norm_cfg)
         # reads the shuffled parts without a shuffled copy (same weight)
         self.project.conv = ShuffledPointwiseConv(hidden, embed_dims, groups)
-        #: in the deploy form (:meth:`switch_to_deploy`)
-        self.deploy = False
-        #: deploy form on small maps: the expansion and the merged
-        #: depth-wise convolution
-        self.merged: Optional[nn.Sequential] = None
+
+    def _reorder_children(self) -> None:
+        """Children in the deploy form's order: ``expand``, ``dwconv``,
+        ``act``, ``project`` (so both ways to it give one structure)."""
+        for name in ('expand', 'dwconv', 'act', 'project'):
+            self._modules[name] = self._modules.pop(name)
+
+    @property
+    def input_conv(self) -> nn.Conv2d:
+        """The convolution that reads the input (a pre-norm folds into
+        it)."""
+        return self.expand if self.deploy else self.expand.conv
+
+    def _shuffled_order(self) -> Tensor:
+        """Hidden channel at each position of the shuffled map: position
+        ``i * g + j`` holds channel ``i`` of group ``j`` (channel ``j *
+        width + i`` of the expansion); the identity without
+        redistribution."""
+        hidden = self.input_conv.out_channels
+        order = torch.arange(hidden)
+        if self.redistribute:
+            order = order.view(self.groups, -1).t().reshape(-1)
+        return order
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
-        """Switch to the deploy form (module docstring).
+        """Switch to the deploy form (module docstring): fold each norm
+        into its convolution, then merge. Nothing is derived from a weight
+        that a later fold could still change: a block may fold its
+        pre-norm into :attr:`input_conv` before or after.
 
         Raises:
-            RuntimeError: A norm of the expansion, of a group convolution or
-                of the projection is not folded yet (fold them first, as
-                :meth:`SAEViT.switch_to_deploy` does).
+            RuntimeError: A norm is not a BatchNorm in eval mode with
+                running statistics.
         """
         if self.deploy:
             return
-        convs = [self.expand, *self.dwconvs, self.project]
-        if not all(isinstance(conv.norm, nn.Identity) for conv in convs):
-            raise RuntimeError(
-                'CIFFN.switch_to_deploy needs every norm folded into its '
-                'convolution first (SAEViT.switch_to_deploy does '
-                'that); found unfolded norms.')
-        groups, width = self.groups, self.dwconvs[0].conv.in_channels
-        hidden, project = groups * width, self.project.conv
-        # shuffled position of each unshuffled channel j * width + i
-        # (i * groups + j; the identity without redistribution)
-        shuffled = torch.arange(hidden).view(width, groups).t().reshape(-1) \
-            if self.redistribute else torch.arange(hidden)
-        rows = project.out_channels // groups
-        # projection group m: (width, rows) from its width shuffled inputs
-        blocks = project.weight.flatten(1).view(groups, rows, width)
-        self.register_buffer(
-            'blocks', blocks.transpose(1, 2).contiguous(), persistent=False)
-        # from the m-th chunk of width / groups channels of group j, as
-        # (groups * groups, width / groups, rows), j major (3-D: no
-        # channels-last conversion); only the shuffle gives every group
-        # a chunk in every projection group, and equal chunks only when
-        # groups divides width (else the dense columns serve)
-        self.register_buffer(
-            'chunk_blocks',
-            self.blocks.view(groups, width // groups, groups, rows).permute(
-                2, 0, 1, 3).reshape(-1, width // groups, rows).contiguous()
-            if self.redistribute and width % groups == 0 else None,
-            persistent=False)
-        dense = torch.block_diag(*blocks)[:, shuffled]  # unshuffled columns
-        self.project.conv = nn.Conv2d(hidden, project.out_channels,
-                                      1).to(project.weight)
-        self.project.conv.weight.copy_(dense[:, :, None, None])
-        self.project.conv.bias.copy_(project.bias)
-        # merged form: channels in the order the projection reads them
-        order = torch.argsort(shuffled)
-        expand = nn.Conv2d(*self.expand.conv.weight.shape[1::-1],
-                           1).to(project.weight)
-        expand.weight.copy_(self.expand.conv.weight[order])
-        expand.bias.copy_(self.expand.conv.bias[order])
-        size = max(conv.conv.kernel_size[0] for conv in self.dwconvs)
-        dwconv = nn.Conv2d(
-            hidden, hidden, size, padding=size // 2, groups=hidden).to(
-                expand.weight)
+        switch_conv_norms(self)
+        order = self._shuffled_order()
+        expand = self.expand.conv
+        embed_dims, hidden = expand.in_channels, expand.out_channels
+        convs = _deploy_convs(embed_dims, hidden, self.kernel_sizes)
+        convs = [conv.to(expand.weight) for conv in convs]
+        new_expand, dwconv, project = convs
+        new_expand.weight.copy_(expand.weight[order])
+        new_expand.bias.copy_(expand.bias[order])
         # each group's kernel zero-padded to the largest, then reordered
+        size = dwconv.kernel_size[0]
         weight = torch.zeros_like(dwconv.weight)
         for j, part in enumerate(self.dwconvs):
-            start = (size - part.conv.kernel_size[0]) // 2
-            stop = start + part.conv.kernel_size[0]
-            weight[j * width:(j + 1) * width, :, start:stop,
-                   start:stop] = part.conv.weight
-        bias = torch.cat([part.conv.bias for part in self.dwconvs])
+            k = part.conv.kernel_size[0]
+            start, width = (size - k) // 2, part.conv.out_channels
+            weight[j * width:(j + 1) * width, :, start:start + k,
+                   start:start + k] = part.conv.weight
         dwconv.weight.copy_(weight[order])
-        dwconv.bias.copy_(bias[order])
-        self.merged = nn.Sequential(expand, dwconv)
+        dwconv.bias.copy_(
+            torch.cat([part.conv.bias for part in self.dwconvs])[order])
+        # the grouped projection of the shuffled map, as it was
+        project.weight.copy_(self.project.conv.weight)
+        project.bias.copy_(self.project.conv.bias)
+        del self.dwconvs
+        self.expand, self.dwconv, self.project = new_expand, dwconv, project
+        self._reorder_children()
         self.deploy = True
 
     def forward(self, x: Tensor) -> Tensor:
@@ -213,8 +228,8 @@ class CIFFN(nn.Module):
             # zeros for an NCHW input with a channels-last gradient
             x = x.contiguous(memory_format=torch.channels_last)
             if B * H * W < self.MERGE_MAX_PIXELS:
-                hidden = act_in_place(self.act, self.merged(x))
-                return self._project_by_blocks(hidden, self.blocks)
+                hidden = act_in_place(self.act, self.dwconv(self.expand(x)))
+                return self._project_by_blocks(hidden, self._blocks())
             return self._forward_by_group(x)
         parts = [
             conv(part) for conv, part in zip(
@@ -224,6 +239,22 @@ class CIFFN(nn.Module):
             parts = [act_in_place(self.act, part) for part in parts]
             return self.project(parts)
         return self.project(act_in_place(self.act, torch.cat(parts, dim=1)))
+
+    def _blocks(self) -> Tensor:
+        """Deploy form: the projection as ``(g, width, C / g)`` blocks,
+        block ``m`` from projection group ``m``'s ``width`` shuffled inputs
+        (a view of the weight)."""
+        project = self.project
+        rows = project.out_channels // self.groups
+        return project.weight.view(self.groups, rows, -1).transpose(1, 2)
+
+    def _group(self, tensor: Tensor, j: int) -> Tensor:
+        """Deploy form: the entries of group ``j`` along dim 0 of a tensor
+        in the shuffled order (every ``g``-th from ``j``, or a run of
+        ``width`` without redistribution), as a view."""
+        if self.redistribute:
+            return tensor.unflatten(0, (-1, self.groups))[:, j]
+        return tensor.unflatten(0, (self.groups, -1))[j]
 
     def _project_by_blocks(self, x: Tensor, blocks: Tensor,
                            out: Optional[Tensor] = None) -> Tensor:
@@ -237,39 +268,70 @@ class CIFFN(nn.Module):
         blocks = blocks.to(x.dtype)
         if out is not None:
             return out.baddbmm_(chunks, blocks)
-        bias = self.project.conv.bias.to(x.dtype).view(k, 1, n)
+        bias = self.project.bias.to(x.dtype).view(k, 1, n)
         out = torch.baddbmm(bias, chunks, blocks)
         return out.transpose(0, 1).reshape(B, H, W, -1).permute(0, 3, 1, 2)
+
+    def _dense_columns(self) -> Tensor:
+        """Deploy form: the projection as a dense ``(hidden, C)`` matrix,
+        row ``p`` the column of shuffled channel ``p`` (block-diagonal)."""
+        groups, weight = self.groups, self.project.weight
+        # [m, m', r, q]: block m at (m, m), zeros elsewhere
+        blocks = weight.view(groups, 1, -1, weight.shape[1])
+        mask = torch.eye(groups, dtype=weight.dtype, device=weight.device)
+        blocks = blocks * mask.view(groups, groups, 1, 1)
+        return blocks.permute(1, 3, 0, 2).reshape(-1, weight.shape[0])
 
     def _forward_by_group(self, x: Tensor) -> Tensor:
         """Deploy form on large maps: one group at a time, its projection
         accumulated (module docstring)."""
         B, _, H, W = x.shape
-        expand, project = self.expand.conv, self.project.conv
-        width = expand.out_channels // self.groups
+        groups, project = self.groups, self.project
+        width = self.expand.out_channels // groups
+        size = self.dwconv.kernel_size[0]
         # every group feeds every projection group in chunks: block
         # products when the chunks are wide, else the dense columns
-        by_chunk = self.chunk_blocks is not None and \
-            self.chunk_blocks.shape[1] >= self.CHUNK_MIN_WIDTH
-        weight = project.weight.flatten(1)  # (C, hidden), unshuffled columns
+        by_chunk = self.redistribute and width % groups == 0 and \
+            width // groups >= self.CHUNK_MIN_WIDTH
+        if by_chunk:  # [j, m, a, r]: group j's chunk m is rows a of block m
+            chunks = project.weight.view(groups, -1, width // groups, groups)
+            chunks = chunks.permute(3, 0, 2, 1).contiguous()
+        else:
+            columns = self._dense_columns()
         out = None
-        for j, dwconv in enumerate(self.dwconvs):
-            rows = slice(j * width, (j + 1) * width)
-            part = dwconv(F.conv2d(x, expand.weight[rows], expand.bias[rows]))
+        for j, k in enumerate(self.kernel_sizes):
+            start = (size - k) // 2
+            part = F.conv2d(x, self._group(self.expand.weight, j),
+                            self._group(self.expand.bias, j))
+            part = F.conv2d(
+                part,
+                self._group(self.dwconv.weight, j)[..., start:start + k,
+                                                   start:start + k],
+                self._group(self.dwconv.bias, j),
+                padding=k // 2,
+                groups=width)
             part = act_in_place(self.act, part)
             if by_chunk:
-                blocks = self.chunk_blocks[j * self.groups:(j + 1) *
-                                           self.groups]
                 if out is None:  # (groups, B * H * W, C / groups)
                     out = project.bias.to(part.dtype).view(
-                        self.groups, 1, -1).expand(-1, B * H * W,
-                                                   -1).contiguous()
-                self._project_by_blocks(part, blocks, out)
+                        groups, 1, -1).expand(-1, B * H * W, -1).contiguous()
+                self._project_by_blocks(part, chunks[j], out)
                 continue
             part = _pixel_rows(part)
-            columns = weight[:, rows].t().to(part.dtype)
-            out = torch.addmm(project.bias.to(part.dtype), part, columns) \
-                if out is None else out.addmm_(part, columns)
+            group_columns = self._group(columns, j).to(part.dtype)
+            out = torch.addmm(project.bias.to(part.dtype), part,
+                              group_columns) \
+                if out is None else out.addmm_(part, group_columns)
         if by_chunk:
             out = out.transpose(0, 1)
         return out.reshape(B, H, W, -1).permute(0, 3, 1, 2)
+
+
+def _deploy_convs(embed_dims: int, hidden: int,
+                  kernel_sizes: Sequence[int]) -> Tuple[nn.Conv2d, ...]:
+    """The deploy form's ``expand``, ``dwconv`` and ``project`` (module
+    docstring), with biases (the folded norms')."""
+    size = max(kernel_sizes)
+    return (nn.Conv2d(embed_dims, hidden, 1),
+            nn.Conv2d(hidden, hidden, size, padding=size // 2, groups=hidden),
+            nn.Conv2d(hidden, embed_dims, 1, groups=len(kernel_sizes)))

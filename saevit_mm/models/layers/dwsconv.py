@@ -4,10 +4,12 @@ Follows the paper (arXiv 2508.16884): depth-wise separable convolutions
 embedded in every block strengthen local features. Our choice: depth-wise 3x3
 -> BN -> GELU -> point-wise 1x1 -> BN; the block adds it as a residual
 branch. The second BN is ours (it keeps the branch's scale in check at
-initialisation and folds into the 1x1 convolution at deploy time).
+initialisation and folds into the 1x1 convolution at deploy time: the
+deploy form, ``deploy=True`` or ``switch_to_deploy()``, folds both).
 """
 from typing import Dict
 
+import torch
 from mmcv.cnn import build_activation_layer
 from torch import Tensor, nn
 
@@ -27,6 +29,8 @@ class DWSConv(nn.Module):
             keeps the input's size). Defaults to 3.
         norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
+        deploy: Build the deploy form (each norm folded into its
+            convolution). Defaults to False.
 
     Example:
         >>> import torch
@@ -39,7 +43,8 @@ class DWSConv(nn.Module):
                  channels: int,
                  kernel_size: int = 3,
                  norm_cfg: Dict = dict(type='BN'),
-                 act_cfg: Dict = dict(type='GELU')) -> None:
+                 act_cfg: Dict = dict(type='GELU'),
+                 deploy: bool = False) -> None:
         super().__init__()
         if isinstance(kernel_size, bool) or not isinstance(
                 kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -48,6 +53,7 @@ class DWSConv(nn.Module):
                 '...): only an odd kernel with padding kernel_size // 2 '
                 'keeps the map size for the residual add, but got '
                 f'{kernel_size!r}.')
+        norm_cfg = None if deploy else norm_cfg
         self.dw = ConvNorm(
             channels,
             channels,
@@ -56,6 +62,12 @@ class DWSConv(nn.Module):
             norm_cfg=norm_cfg)
         self.act = build_activation_layer(act_cfg)
         self.pw = ConvNorm(channels, channels, 1, norm_cfg=norm_cfg)
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Fold each norm into its convolution."""
+        self.dw.switch_to_deploy()
+        self.pw.switch_to_deploy()
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the block to an NCHW map (no residual added)."""

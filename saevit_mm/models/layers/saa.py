@@ -32,14 +32,17 @@ our design:
    norm"). A norm given by ``norm_cfg`` comes after the crop, so the
    repeated edge never enters a statistic.
 
-Deploy form (:meth:`SparselyAggregatedAttention.switch_to_deploy`): above
-the delegate bound (cells of ``k * r``, ``k > 1``) the recovery is computed
-as what it is, one product per output pixel, by :func:`spread_cells` (a
-broadcast multiply-add into the cell layout, in the input's memory format)
-instead of a transposed convolution with the tiled kernel. Same sums; on a
-2-core CPU the first stage's SAA ran 1.15-1.2x faster at 800x1333 and
-256x512 maps, and 1.07-1.16x slower at the layer's own ratio, which keeps
-the transposed convolution (``docs/benchmark.md``).
+Deploy form (:meth:`SparselyAggregatedAttention.switch_to_deploy`, or
+``deploy=True`` to build it): above the delegate bound (cells of ``k * r``,
+``k > 1``) the recovery is computed as what it is, one product per output
+pixel, by :func:`spread_cells` (a broadcast multiply-add into the cell
+layout, in the input's memory format) instead of a transposed convolution
+with the tiled kernel. Same sums; on a 2-core CPU the first stage's SAA ran
+1.15-1.2x faster at 800x1333 and 256x512 maps, and 1.07-1.16x slower at the
+layer's own ratio, which keeps the transposed convolution
+(``docs/benchmark.md``). A BatchNorm as recovery norm is folded into the
+recovery, and the convolution that reads the input (:attr:`input_conv`) has
+a bias, into which a block folds its pre-norm.
 
 Edge padding (:func:`edge_pad`) copies the map into a larger one and
 fills the border from the last row / column, not
@@ -57,6 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils.backbone_utils import is_batch_norm
+from ..utils.fuse import check_foldable_bn, ensure_bias_, fuse_conv_bn_
 from .attention import Attention2d
 from .norm import build_norm2d
 
@@ -191,6 +196,8 @@ class SparselyAggregatedAttention(nn.Module):
         norm_cfg: Norm of the recovered, cropped map: None (no norm),
             ``dict(type='LN2d')`` (per pixel over the channels) or a norm of
             mmcv's ``build_norm_layer``. Defaults to None.
+        deploy: Build the deploy form (module docstring). Defaults to
+            False.
 
     Example:
         >>> import torch
@@ -210,7 +217,8 @@ class SparselyAggregatedAttention(nn.Module):
                  multi_scale: bool = True,
                  qkv_bias: bool = True,
                  attn_drop: float = 0.,
-                 norm_cfg: Optional[Dict] = None) -> None:
+                 norm_cfg: Optional[Dict] = None,
+                 deploy: bool = False) -> None:
         super().__init__()
         if isinstance(sample_ratio, bool) or not isinstance(
                 sample_ratio, int) or sample_ratio < 1:
@@ -228,28 +236,50 @@ class SparselyAggregatedAttention(nn.Module):
             out_channels=embed_dims,
             kernel_size=r,
             stride=r,
-            groups=embed_dims,
-            bias=False)
-        if r > 1:
-            self.sampler = nn.Conv2d(**cell)
+            groups=embed_dims)
+        if r > 1:  # deploy form: a bias for the block's folded pre-norm
+            self.sampler = nn.Conv2d(**cell, bias=deploy)
         self.attn = Attention2d(
             embed_dims,
             num_heads,
             multi_scale=multi_scale,
-            qkv_bias=qkv_bias,
+            qkv_bias=qkv_bias or (deploy and r == 1),
             attn_drop=attn_drop)
+        norm = build_norm2d(norm_cfg if r > 1 else None, embed_dims)
+        # deploy form: a BatchNorm folded into the recovery's bias
+        fold_norm = deploy and is_batch_norm(norm)
         if r > 1:
-            self.recovery = nn.ConvTranspose2d(**cell)
-        self.norm = build_norm2d(norm_cfg if r > 1 else None, embed_dims)
+            self.recovery = nn.ConvTranspose2d(**cell, bias=fold_norm)
+        self.norm = nn.Identity() if fold_norm else norm
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
-        #: in the deploy form: the recovery above the delegate bound by
-        #: :func:`spread_cells`
-        self.deploy = False
+        #: in the deploy form (module docstring)
+        self.deploy = deploy
         self.init_sampling()
 
+    @property
+    def input_conv(self) -> nn.Conv2d:
+        """The convolution that reads the input: the sampler, or the q/k/v
+        projection when ``r = 1`` (a pre-norm folds into it)."""
+        return self.attn.qkv if self.sampler is None else self.sampler
+
+    @torch.no_grad()
     def switch_to_deploy(self) -> None:
-        """Compute the recovery above the delegate bound by
-        :func:`spread_cells` (see the module docstring)."""
+        """Switch to the deploy form (module docstring): a BatchNorm
+        recovery norm folded into the recovery, a bias in
+        :attr:`input_conv`, the recovery above the delegate bound by
+        :func:`spread_cells`.
+
+        Raises:
+            RuntimeError: The recovery norm is a BatchNorm in training mode
+                or without running statistics.
+        """
+        if self.deploy:
+            return
+        if is_batch_norm(self.norm):
+            check_foldable_bn(self.norm, 'the recovery norm of SAA')
+            fuse_conv_bn_(self.recovery, self.norm)
+            self.norm = nn.Identity()
+        ensure_bias_(self.input_conv)
         self.deploy = True
 
     def init_sampling(self) -> None:
@@ -258,10 +288,13 @@ class SparselyAggregatedAttention(nn.Module):
         With these weights the layer begins as attention over ``r`` x ``r``
         average-pooled tokens whose result is upsampled by nearest neighbour.
         """
-        if self.sampler is not None:
-            nn.init.constant_(self.sampler.weight, 1. / self.sample_ratio**2)
-        if self.recovery is not None:
-            nn.init.constant_(self.recovery.weight, 1.)
+        for conv, value in ((self.sampler, 1. / self.sample_ratio**2),
+                            (self.recovery, 1.)):
+            if conv is None:
+                continue
+            nn.init.constant_(conv.weight, value)
+            if conv.bias is not None:  # the deploy form's
+                nn.init.zeros_(conv.bias)
 
     def cell_size(self, height: int, width: int) -> int:
         """Side ``s`` of the cell one delegate stands for on a ``height`` x

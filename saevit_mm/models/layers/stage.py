@@ -105,6 +105,8 @@ class SAEViTStage(nn.Module):
         with_cp: Checkpoint each block while training; the recompute does
             not update BatchNorm statistics again. Defaults to False.
         norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
+        deploy: Build the deploy form of the downsampling and every block
+            (:meth:`switch_to_deploy`). Defaults to False.
         **block_kwargs: Other :class:`~.block.SAEViTBlock` arguments
             (``ffn_ratio``, ``ffn_kernel_sizes``, ``attn_type``, ``ffn_type``,
             ``use_dwsconv``, ``act_cfg``).
@@ -127,6 +129,7 @@ class SAEViTStage(nn.Module):
                  drop_paths: Optional[Sequence[float]] = None,
                  with_cp: bool = False,
                  norm_cfg: Dict = dict(type='BN'),
+                 deploy: bool = False,
                  **block_kwargs) -> None:
         super().__init__()
         drop_paths = (0., ) * depth if drop_paths is None else drop_paths
@@ -139,15 +142,25 @@ class SAEViTStage(nn.Module):
                 f'in_channels={in_channels} != embed_dims={embed_dims}.')
         self.with_cp = with_cp
         self.downsample = Downsample(
-            in_channels, embed_dims, norm_cfg=norm_cfg) if downsample \
-            else None
+            in_channels, embed_dims, norm_cfg=norm_cfg,
+            deploy=deploy) if downsample else None
         self.blocks = nn.Sequential(*(SAEViTBlock(
             embed_dims,
             num_heads,
             sample_ratio=sample_ratio,
             drop_path=rate,
             norm_cfg=norm_cfg,
+            deploy=deploy,
             **block_kwargs) for rate in drop_paths))
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Switch the downsampling and every block to the deploy form
+        (:meth:`~.block.SAEViTBlock.switch_to_deploy`)."""
+        if self.downsample is not None:
+            self.downsample.switch_to_deploy()
+        for block in self.blocks:
+            block.switch_to_deploy()
 
     def forward(self, x: Tensor) -> Tensor:
         """Downsample (if any) and run the blocks on ``x`` (NCHW)."""

@@ -4,9 +4,12 @@ Our choices (the paper states only a four-stage hierarchy): the stem is
 conv3x3 s2 -> BN -> GELU -> conv3x3 s2 -> BN (stride 4), each later stage
 starts with conv3x3 s2 -> BN (stride 2). With padding 1 an ``H`` x ``W`` map
 becomes ``ceil(H / 2)`` x ``ceil(W / 2)``, so odd sizes need no padding.
+The deploy form (``deploy=True`` or ``switch_to_deploy()``) folds each BN
+into its convolution (:class:`~.conv_norm.ConvNorm`).
 """
 from typing import Dict
 
+import torch
 from mmcv.cnn import build_activation_layer
 from torch import nn
 
@@ -26,6 +29,8 @@ class ConvStem(nn.Sequential):
         out_channels: Channels of the output (those of stage 0).
         norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
         act_cfg: Activation config. Defaults to ``dict(type='GELU')``.
+        deploy: Build the deploy form (every norm folded into its
+            convolution). Defaults to False.
 
     Example:
         >>> import torch
@@ -38,14 +43,22 @@ class ConvStem(nn.Sequential):
                  in_channels: int,
                  out_channels: int,
                  norm_cfg: Dict = dict(type='BN'),
-                 act_cfg: Dict = dict(type='GELU')) -> None:
+                 act_cfg: Dict = dict(type='GELU'),
+                 deploy: bool = False) -> None:
         super().__init__()
         mid_channels = max(out_channels // 2, 1)
+        norm_cfg = None if deploy else norm_cfg
         self.conv1 = ConvNorm(
             in_channels, mid_channels, 3, stride=2, norm_cfg=norm_cfg)
         self.act = build_activation_layer(act_cfg)
         self.conv2 = ConvNorm(
             mid_channels, out_channels, 3, stride=2, norm_cfg=norm_cfg)
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Fold each norm into its convolution."""
+        self.conv1.switch_to_deploy()
+        self.conv2.switch_to_deploy()
 
 
 class Downsample(ConvNorm):
@@ -55,6 +68,8 @@ class Downsample(ConvNorm):
         in_channels: Channels of the previous stage.
         out_channels: Channels of the next stage.
         norm_cfg: Norm layer config. Defaults to ``dict(type='BN')``.
+        deploy: Build the deploy form (the norm folded into the
+            convolution). Defaults to False.
 
     Example:
         >>> import torch
@@ -66,6 +81,11 @@ class Downsample(ConvNorm):
     def __init__(self,
                  in_channels: int,
                  out_channels: int,
-                 norm_cfg: Dict = dict(type='BN')) -> None:
+                 norm_cfg: Dict = dict(type='BN'),
+                 deploy: bool = False) -> None:
         super().__init__(
-            in_channels, out_channels, 3, stride=2, norm_cfg=norm_cfg)
+            in_channels,
+            out_channels,
+            3,
+            stride=2,
+            norm_cfg=None if deploy else norm_cfg)

@@ -26,6 +26,10 @@ the same affine map of the running statistics). The folded conv gets
 convolution into its input side; the caller promises that the convolution
 sees no zero padding (the data flow cannot tell).
 
+SAEViT's layers fold their own norms by structure (``switch_to_deploy`` of
+each layer), with :func:`check_foldable_bn` and :func:`ensure_bias_`; the
+data-flow pass serves any other model.
+
 :func:`switch_to_deploy` puts any model in its inference form: its conv -> BN
 pairs folded, then the modules that have a deploy form switched (the
 mmpretrain convention of re-parameterisable backbones:
@@ -41,7 +45,8 @@ from .backbone_utils import is_batch_norm
 
 __all__ = [
     'find_conv_bn_pairs', 'fuse_conv_bn_', 'fold_conv_bn_pairs',
-    'fold_bn_into_next_conv_', 'is_foldable_bn', 'switch_to_deploy'
+    'fold_bn_into_next_conv_', 'is_foldable_bn', 'check_foldable_bn',
+    'ensure_bias_', 'switch_to_deploy'
 ]
 
 
@@ -215,6 +220,29 @@ def is_foldable_bn(module: nn.Module) -> bool:
     """A batch norm in eval mode with running statistics: an affine map."""
     return (is_batch_norm(module) and not module.training
             and module.track_running_stats and module.running_mean is not None)
+
+
+def check_foldable_bn(norm: nn.Module, where: str) -> None:
+    """Raise RuntimeError unless ``norm`` folds into a convolution.
+
+    Args:
+        norm: The norm to fold.
+        where: Its qualified name, for the message (``'norm1'``,
+            ``'stages.0.blocks.0.norm1'``).
+    """
+    if is_foldable_bn(norm):
+        return
+    mode = ' in training mode' if getattr(norm, 'training', False) else ''
+    raise RuntimeError(
+        'The deploy form folds each norm into a convolution, which needs a '
+        'BatchNorm (BN, SyncBN, MMSyncBN) in eval mode with running '
+        f'statistics; {where} is a {type(norm).__name__}{mode}.')
+
+
+def ensure_bias_(conv: _ConvNd) -> None:
+    """Give ``conv`` a zero bias if it has none (a norm folds into it)."""
+    if conv.bias is None:
+        _set_bias(conv, conv.weight.new_zeros(conv.out_channels))
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
