@@ -4,6 +4,7 @@ The config's ``default_scope`` selects the host. Examples::
 
     python tools/train.py configs/cls/saevit-t_8xb128-coslr-300e_in1k.py
     python tools/train.py CONFIG --resume            # latest in work_dir
+    python tools/train.py CONFIG --no-validate --no-persistent-workers
     bash tools/dist_train.sh CONFIG 2                 # torchrun, CPU or GPU
 """
 from saevit_mm.engine.cli import (apply_train_args, build_runner, load_config,

@@ -2,27 +2,34 @@
 
 One pair of scripts serves mmpretrain, mmdet and mmseg configs: the config's
 ``default_scope`` (set by every host's ``default_runtime.py``) decides which
-registries the Runner uses. What differs per host, the visualisation hook
-behind ``--show-dir``, is looked up in :data:`VISUALIZATION_HOOKS` by that
-scope. Unlike mmpretrain's ``tools/train.py`` nothing injects a
+registries the Runner uses. The scripts take the union of the flags of
+mmpretrain 1.2.0, mmdet 3.3.0 and mmsegmentation 1.2.2 ``tools/train.py``
+and ``tools/test.py``. Where the hosts give a flag different meanings
+(``tools/test.py --out``, ``--tta``), the config's scope selects the host's
+meaning: :data:`VISUALIZATION_HOOKS`, :data:`RESULT_DUMPS` and
+:func:`enable_tta`. Unlike mmpretrain's ``tools/train.py`` nothing injects a
 ``collate_fn`` into the dataloaders, which would break mmdet's batching.
 """
 import argparse
 import os
 import os.path as osp
-from typing import Optional
+from typing import Optional, Sequence
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.device import get_device
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
 from .dist import LAUNCHERS, setup_distributed
+from .host_scope import host_scope
+from .result_dump import RESULT_DUMPS, dump_metrics, enable_result_dump
+from .test_time_aug import enable_tta
 
 __all__ = [
-    'VISUALIZATION_HOOKS', 'AMP_DEVICES', 'train_parser', 'test_parser',
-    'load_config', 'apply_train_args', 'apply_test_args',
-    'enable_visualization', 'build_runner'
+    'VISUALIZATION_HOOKS', 'RESULT_DUMPS', 'AMP_DEVICES', 'LOADERS',
+    'train_parser', 'test_parser', 'load_config', 'apply_train_args',
+    'apply_test_args', 'set_dataloader_defaults', 'enable_visualization',
+    'enable_tta', 'enable_result_dump', 'dump_metrics', 'build_runner'
 ]
 
 #: Host scope -> the type of its visualisation hook.
@@ -33,6 +40,8 @@ VISUALIZATION_HOOKS = {
 }
 #: Devices on which mmengine's ``AmpOptimWrapper`` works.
 AMP_DEVICES = ('cuda', 'npu', 'mlu', 'musa')
+#: The dataloaders of a config.
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +49,11 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
         '--work-dir',
         help='directory for logs and checkpoints; defaults to the '
         'config\'s work_dir, else ./work_dirs/<config name>')
+    parser.add_argument(
+        '--no-pin-memory',
+        action='store_true',
+        help='pin_memory=False in the dataloaders, whatever the config says '
+        '(without it they default to True)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -65,7 +79,10 @@ def train_parser() -> argparse.ArgumentParser:
     """Arguments of ``tools/train.py``."""
     parser = argparse.ArgumentParser(
         description='Train a model of mmpretrain, mmdet or mmseg; the '
-        'config\'s default_scope selects the host.')
+        'config\'s default_scope selects the host. The dataloaders default '
+        'to pin_memory=True and, with num_workers > 0, '
+        'persistent_workers=True (as in mmpretrain\'s tools/train.py); '
+        'values in the config or in --cfg-options win over these defaults.')
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
         '--resume',
@@ -78,10 +95,22 @@ def train_parser() -> argparse.ArgumentParser:
         action='store_true',
         help='automatic mixed precision (needs a CUDA/NPU/MLU device)')
     parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='train without validation (val_cfg, val_dataloader and '
+        'val_evaluator become None)')
+    parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
         help='scale the learning rate by the real total batch size against '
         'auto_scale_lr.base_batch_size of the config')
+    parser.add_argument(
+        '--no-persistent-workers',
+        action='store_true',
+        help='persistent_workers=False in the dataloaders, whatever the '
+        'config says (without it they default to True when num_workers > '
+        '0); an exact --resume with RandomStateHook (configs/cls) needs it '
+        'when num_workers > 0')
     _common_args(parser)
     return parser
 
@@ -90,9 +119,38 @@ def test_parser() -> argparse.ArgumentParser:
     """Arguments of ``tools/test.py``."""
     parser = argparse.ArgumentParser(
         description='Test (evaluate) a checkpoint of mmpretrain, mmdet or '
-        'mmseg; the config\'s default_scope selects the host.')
+        'mmseg; the config\'s default_scope selects the host and, where the '
+        'hosts differ (--out, --tta), the meaning of the flag. The test '
+        'dataloader defaults to pin_memory=True (as in mmpretrain\'s '
+        'tools/test.py).')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--out',
+        help='mmpretrain: a .pkl file of the predictions (DumpResults), or '
+        'of the metrics with --out-item metrics (.pkl/.json/.yaml); mmdet: a '
+        '.pkl file of the predictions (DumpDetResults) for offline '
+        'evaluation; mmseg: a directory that receives one predicted label '
+        'map (.png) per image (output_dir of the test metric); a relative '
+        'path is relative to the current directory')
+    parser.add_argument(
+        '--out-item',
+        choices=['metrics', 'pred'],
+        help='what --out holds, predictions (pred, the default) or metrics; '
+        'mmpretrain and mmdet configs (mmseg\'s --out is a directory)')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation from the config\'s tta_model and '
+        'tta_pipeline; mmpretrain and mmdet configs without them get the '
+        'host\'s default (flip, scores averaged / boxes merged), mmseg '
+        'configs must have both')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='test under autocast (test_cfg.fp16=True): float16 on a GPU, '
+        'bfloat16 on the CPU (mmpretrain and mmseg configs only: mmcv\'s '
+        'nms in mmdet takes no bfloat16)')
     parser.add_argument(
         '--show-dir',
         help='save painted predictions into this directory (a relative '
@@ -139,8 +197,53 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def set_dataloader_defaults(
+        cfg: Config,
+        fields: Sequence[str] = LOADERS,
+        pin_memory: bool = True,
+        persistent_workers: Optional[bool] = True) -> Config:
+    """Default ``pin_memory`` and ``persistent_workers`` of dataloaders.
+
+    The defaults of mmpretrain's tools: a key the loader already has (from
+    the config or ``--cfg-options``) is kept, and ``False`` (the ``--no-*``
+    flags) turns a key off whatever the config says. ``persistent_workers``
+    is defaulted only for ``num_workers > 0``, the only case torch's
+    ``DataLoader`` accepts it in. On a machine without an accelerator torch
+    ignores ``pin_memory=True`` (it warns).
+
+    Args:
+        cfg: The config, changed in place.
+        fields: The loaders to change; missing or ``None`` ones are skipped.
+            Defaults to :data:`LOADERS`.
+        pin_memory: Default ``pin_memory=True``, else force it off.
+            Defaults to True.
+        persistent_workers: Default ``persistent_workers=True`` (with
+            workers), ``False`` forces it off, ``None`` leaves it alone.
+            Defaults to True.
+
+    Returns:
+        ``cfg``.
+    """
+    for field in fields:
+        if cfg.get(field) is None:
+            continue
+        # a copy: configs often make the val and test loaders one dict
+        loader = ConfigDict(cfg[field])
+        if pin_memory:
+            loader.setdefault('pin_memory', True)
+        else:
+            loader.pin_memory = False
+        if persistent_workers is False:
+            loader.persistent_workers = False
+        elif persistent_workers and loader.get('num_workers', 0) > 0:
+            loader.setdefault('persistent_workers', True)
+        cfg[field] = loader
+    return cfg
+
+
 def apply_train_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply ``--amp``, ``--auto-scale-lr`` and ``--resume`` to ``cfg``.
+    """Apply the options of :func:`train_parser` beyond
+    :func:`load_config` to ``cfg``.
 
     Raises:
         RuntimeError: ``--amp`` without an accelerator, or
@@ -170,6 +273,14 @@ def apply_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    set_dataloader_defaults(
+        cfg,
+        pin_memory=not args.no_pin_memory,
+        persistent_workers=not args.no_persistent_workers)
     return cfg
 
 
@@ -200,11 +311,7 @@ def enable_visualization(cfg: Config,
     Raises:
         ValueError: The config's scope has no known visualisation hook.
     """
-    scope = cfg.get('default_scope')
-    if scope not in VISUALIZATION_HOOKS:
-        raise ValueError(
-            f'--show/--show-dir: the config has default_scope={scope!r}; '
-            f'supported scopes are {sorted(VISUALIZATION_HOOKS)}.')
+    scope = host_scope(cfg, '--show/--show-dir')
     hooks = cfg.setdefault('default_hooks', {})
     hook = hooks.get('visualization') or {}
     hook = dict(hook)
@@ -230,11 +337,39 @@ def enable_visualization(cfg: Config,
 
 
 def apply_test_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Set the checkpoint to test and the visualisation options."""
+    """Apply the options of :func:`test_parser` beyond :func:`load_config`
+    to ``cfg``: the checkpoint, visualisation, ``--amp``, ``--tta``,
+    ``--out`` and the test loader's ``pin_memory``.
+
+    Raises:
+        ValueError: See :func:`enable_visualization`, :func:`enable_tta` and
+            :func:`enable_result_dump`; ``--out-item`` without ``--out``; or
+            ``--amp`` with an mmdet config on the CPU.
+    """
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time,
                              args.interval)
+    if args.amp:
+        if cfg.get('default_scope') == 'mmdet' and get_device() == 'cpu':
+            raise ValueError(
+                '--amp with an mmdet config on the CPU: mmengine autocasts to '
+                'bfloat16 there, and mmcv\'s nms (in every mmdet head) takes '
+                'float32 only ("expected scalar type Float but found '
+                'BFloat16"); run without --amp, or on a GPU.')
+        cfg.test_cfg = ConfigDict(cfg.get('test_cfg') or {}, fp16=True)
+    if args.tta:
+        enable_tta(cfg)
+    if args.out is not None:
+        enable_result_dump(cfg, args.out, args.out_item)
+    elif args.out_item is not None:
+        raise ValueError(
+            f'--out-item {args.out_item} needs --out FILE: the file it '
+            'names receives the item.')
+    set_dataloader_defaults(
+        cfg, ('test_dataloader', ),
+        pin_memory=not args.no_pin_memory,
+        persistent_workers=None)
     return cfg
 
 
