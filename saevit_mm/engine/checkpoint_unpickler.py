@@ -19,6 +19,8 @@ Anything else (``os.system``, an arbitrary class) raises
 :class:`CheckpointRefused` before it is called or built.
 """
 import _compat_pickle
+import codecs
+import collections
 import functools
 import io
 import pickle
@@ -77,6 +79,21 @@ def _numpy_globals() -> Dict[str, Any]:
     return entries
 
 
+#: Plain values that protocol 2 pickles through a global (bytes as
+#: ``_codecs.encode``); torch >= 2.4 allows them too, torch 2.1 handles
+#: them outside its allowlist.
+_PLAIN_GLOBALS = {
+    '_codecs.encode': codecs.encode,
+    'builtins.bytearray': bytearray,
+    'builtins.set': set,
+    'builtins.frozenset': frozenset,
+    'builtins.complex': complex,
+    'builtins.slice': slice,
+    'collections.Counter': collections.Counter,
+    'collections.OrderedDict': collections.OrderedDict,
+}
+
+
 def _torch_globals() -> Dict[str, Any]:
     """torch's weights-only allowlist (present since torch 1.13)."""
     from torch import _weights_only_unpickler
@@ -88,6 +105,7 @@ def allowed_globals() -> Dict[str, Any]:
     """``'module.name' -> object`` of every global a checkpoint may name,
     besides those the user allows with ``add_safe_globals``."""
     return {
+        **_PLAIN_GLOBALS,
         **_torch_globals(),
         **_numpy_globals(),
         f'{HistoryBuffer.__module__}.HistoryBuffer': HistoryBuffer,
