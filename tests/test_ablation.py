@@ -354,3 +354,31 @@ def test_report_regenerates_the_committed_tables(tmp_path):
     assert '| SAEViT-t | 60.8 ± 2.5 | 63.0, 58.0, 61.3 | reference |' in tables
     assert tables == (REPO / 'docs/ablation/ablation.md').read_text()
     assert (tmp_path / 'ablation.png').stat().st_size > 0
+
+
+@pytest.mark.cls
+def test_remeasure_updates_measurements_and_keeps_seed_results(tmp_path):
+    """``--remeasure`` measures the arms of an ablation.json again with the
+    current code and names the command and machine; seed results stay."""
+    pytest.importorskip('mmpretrain.models')
+    committed = json.loads(
+        (REPO / 'docs' / 'ablation' / 'ablation.json').read_text())
+    small = dict(committed, settings=dict(
+        committed['settings'], img_size=64, batch_size=2, repeats=1))
+    small['arms'] = [
+        dict(row, params_m=-1., gflops=-1., throughput=dict(median=-1.))
+        for row in committed['arms'][:2]
+    ]
+    small.pop('dense', None)
+    json_file = tmp_path / 'ablation.json'
+    json_file.write_text(json.dumps(small))
+    ablation.main(['--remeasure', str(json_file), '--threads', '1'])
+    result = json.loads(json_file.read_text())
+    for before, after in zip(small['arms'], result['arms']):
+        assert after['top1'] == before['top1']
+        assert after['params_m'] > 0 and after['gflops'] > 0
+        assert after['throughput']['median'] > 0
+    assert result['measured_by']['threads'] == 1
+    assert '--remeasure' in result['measured_by']['command']
+    text = (tmp_path / 'ablation.md').read_text()
+    assert 'measured with the current code' in text

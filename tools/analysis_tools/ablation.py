@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from benchmark import measure
+from benchmark import machine, measure
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tools'))  # demo_steps, next to the demo
@@ -286,6 +286,13 @@ def markdown(result: Mapping) -> str:
         f'last invocation, {result["runs_s"] / 60:.0f} min of training and '
         'testing over all runs.'
     ]
+    if 'measured_by' in result:
+        by = result['measured_by']
+        lines += [
+            '', 'Params, FLOPs and throughput measured with the current code '
+            f'by `{by["command"]}` ({by["cpu"]}, {by["threads"]} threads, '
+            f'torch {by["torch"]}).'
+        ]
     return '\n'.join(lines) + '\n'
 
 
@@ -362,6 +369,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=Path,
         metavar='JSON',
         help='only rewrite ablation.md and .png beside this ablation.json')
+    parser.add_argument(
+        '--remeasure',
+        type=Path,
+        metavar='JSON',
+        help='measure params, FLOPs and throughput of the arms of this '
+        'ablation.json again with the current code (same settings; the '
+        'seed results are kept), then rewrite it with its .md and .png')
     args = parser.parse_args(argv)
     try:
         args.arm_list = select_arms(args.arms)
@@ -399,10 +413,41 @@ def _measured(arms: Sequence[Arm], runs: Mapping[str, Dict], dense: bool,
     ]
 
 
+def remeasure(result: Dict, threads: Optional[int], command: str) -> Dict:
+    """``result`` with every arm's params, FLOPs and throughput measured
+    again by :func:`benchmark.measure` with its recorded settings (the seed
+    results stay); ``measured_by`` records the command and the machine."""
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    parts = [result] + ([result['dense']] if result.get('dense') else [])
+    for part in parts:
+        settings, rows = part['settings'], part['arms']
+        size = settings['img_size']
+        measured = measure({
+            row['name']: build_model(row['config'])
+            for row in rows
+        }, torch.randn(settings['batch_size'], 3, size, size),
+                           settings['repeats'])
+        for row in rows:
+            row.update(measured[row['name']])
+        settings['threads'] = torch.get_num_threads()
+    return dict(result, measured_by=dict(command=command, **machine()))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.report:
         write_report(json.loads(args.report.read_text()), args.report.parent)
+        return
+    if args.remeasure:
+        result = remeasure(
+            json.loads(args.remeasure.read_text()), args.threads,
+            shlex.join(['python', 'tools/analysis_tools/ablation.py'] +
+                       list(sys.argv[1:] if argv is None else argv)))
+        args.remeasure.write_text(json.dumps(result, indent=2))
+        write_report(result, args.remeasure.parent)
+        print(markdown(result))
         return
     start = time.time()
     work_dir = args.work_dir.resolve()  # the runs start in the repository
