@@ -92,13 +92,17 @@ def test_baseline_revision_runs_beside_todays_package(tmp_path):
     (which keeps its root registry entry), eager and deployed in the same
     rounds, and the table of time ratios."""
     from mmengine.registry import MODELS as ROOT
+    from mmengine.runner.checkpoint import CheckpointLoader
 
     from saevit_mm.models import SAEViT
+    loaders = dict(CheckpointLoader._schemes)
     main([
         '--tiny', '--no-progress', '--threads', '1', '--out-dir',
         str(tmp_path), '--models', 'SAEViT-t', '--baseline', 'HEAD'
     ])
     assert ROOT.get('SAEViT') is SAEViT
+    # checkpoints still load through today's package
+    assert dict(CheckpointLoader._schemes) == loaders
     result = json.loads((tmp_path / 'benchmark.json').read_text())
     rows = {row['name']: row for row in result['models']}
     assert list(rows) == [

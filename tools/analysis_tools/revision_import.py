@@ -7,7 +7,9 @@ While it imports, mmengine's root ``MODELS`` and ``HOOKS`` registries are
 set aside: its classes register there under the names today's package
 uses, which mmengine would refuse; afterwards the root registries hold
 what they held (and what other packages registered meanwhile), and the
-old classes stay in their own scope's registries. Used by
+old classes stay in their own scope's registries. mmengine's checkpoint
+loaders (which importing the package registers) are restored too, so that
+checkpoints keep loading through today's package. Used by
 ``benchmark.py --baseline`` to time before and after in one process.
 """
 import atexit
@@ -58,6 +60,18 @@ def _root_registries_set_aside(package: str) -> Iterator[None]:
             registry._module_dict.update(added, **entries)
 
 
+@contextmanager
+def _checkpoint_loaders_kept() -> Iterator[None]:
+    """mmengine's checkpoint loaders as they were before the block (an
+    imported revision registers its own)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    saved = dict(CheckpointLoader._schemes)  # registering mutates it
+    try:
+        yield
+    finally:
+        CheckpointLoader._schemes = type(CheckpointLoader._schemes)(saved)
+
+
 def import_revision(rev: str, repo: Path = REPO) -> ModuleType:
     """``saevit_mm`` at git revision ``rev`` of ``repo``, imported as
     ``saevit_mm_<sha>`` (``<sha>``: the commit's first 8 hex digits).
@@ -83,7 +97,7 @@ def import_revision(rev: str, repo: Path = REPO) -> ModuleType:
     for source in (root / name).rglob('*.py'):
         source.write_text(source.read_text().replace(PACKAGE, name))
     sys.path.insert(0, str(root))
-    with _root_registries_set_aside(name):
+    with _root_registries_set_aside(name), _checkpoint_loaders_kept():
         module = importlib.import_module(name)
         importlib.import_module(f'{name}.models')
         importlib.import_module(f'{name}.deploy')
