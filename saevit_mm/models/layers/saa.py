@@ -12,15 +12,20 @@ our design:
    averages its own pixels instead of zeros, and the result is cropped back:
    any size works.
 2. Resolution-adaptive sampling: ``max_delegates`` bounds the number of
-   delegate tokens. When the ``ceil(H / r) x ceil(W / r)`` grid has more,
-   the cell grows to ``s = k * r`` for the smallest integer ``k`` that keeps
-   ``ceil(H / s) * ceil(W / s) <= max_delegates``: the sampler becomes its
-   own kernel tiled ``k`` x ``k`` (divided by ``k^2``), i.e. the average of
-   ``k`` x ``k`` sampled cells, and the recovery its kernel tiled ``k`` x
-   ``k``, i.e. nearest upsampling by ``k`` before it. No new weights: at or
+   delegate tokens. When the ``h x w = ceil(H / r) x ceil(W / r)`` grid has
+   more, the cell grows to ``(k_h * r) x (k_w * r)``, one integer factor per
+   axis (:func:`delegate_pool_factors`): the first of ``1 x 2``, ``2 x 2``,
+   ``2 x 3``, ``3 x 3``, ... sampled cells (the longer axis of the grid
+   takes the larger factor) whose grid ``ceil(h / k_h) * ceil(w / k_w)``
+   fits. Each step raises one factor by one, which at most halves the grid,
+   so above the bound a layer attends over more than half of it, at every
+   input size. The sampler becomes its own kernel tiled ``k_h`` x ``k_w``
+   (divided by ``k_h * k_w``), i.e. the average of ``k_h`` x ``k_w``
+   sampled cells, and the recovery its kernel tiled the same way, i.e.
+   nearest upsampling by ``(k_h, k_w)`` before it. No new weights: at or
    below the bound the layer is exactly the fixed-ratio one, and above it
-   attention cost stays bounded while sampling, recovery and projection grow
-   linearly with the pixels.
+   attention cost stays bounded while sampling, recovery and projection
+   grow linearly with the pixels.
 3. Multi-scale attention among the delegates: :class:`~.attention.Attention2d`
    (keys/values at the delegate scale and at a 2x coarser scale).
 4. Recovery: a depth-wise ``ConvTranspose2d`` (kernel ``r``, stride ``r``,
@@ -33,14 +38,13 @@ our design:
    repeated edge never enters a statistic.
 
 Deploy form (:meth:`SparselyAggregatedAttention.switch_to_deploy`, or
-``deploy=True`` to build it): above the delegate bound (cells of ``k * r``,
-``k > 1``) the recovery is computed as what it is, one product per output
+``deploy=True`` to build it): above the delegate bound (cells larger than
+``r`` x ``r``) the recovery is computed as what it is, one product per output
 pixel, by :func:`spread_cells` (a broadcast multiply-add into the cell
 layout, in the input's memory format) instead of a transposed convolution
-with the tiled kernel. Same sums; on a 2-core CPU the first stage's SAA ran
-1.15-1.2x faster at 800x1333 and 256x512 maps, and 1.07-1.16x slower at the
-layer's own ratio, which keeps the transposed convolution
-(``docs/benchmark.md``). A BatchNorm as recovery norm is folded into the
+with the tiled kernel: the same sums, faster on CPU for large cells; at the
+layer's own ratio the transposed convolution is kept, being the faster
+there (``docs/benchmark.md``). A BatchNorm as recovery norm is folded into the
 recovery, and the convolution that reads the input (:attr:`input_conv`) has
 a bias, into which a block folds its pre-norm.
 
@@ -50,11 +54,15 @@ fills the border from the last row / column, not
 ``replication_pad2d``.
 
 ``r = 1`` has no sampler, recovery conv or norm: below the bound it is
-attention plus projection; above it, ``k`` x ``k`` average pooling samples
-and nearest upsampling recovers.
+attention plus projection; above it, ``k_h`` x ``k_w`` average pooling
+samples and nearest upsampling recovers.
+
+NOTE: the delegate grid is computed with integer arithmetic only (``//``,
+``*``, comparisons), so ``torch.compile(dynamic=True)`` keeps the input size
+symbolic: it guards on the comparisons, and recompiles only for an input
+whose grid takes other factors or another padding.
 """
-import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +74,7 @@ from .attention import Attention2d
 from .norm import build_norm2d
 
 __all__ = [
-    'SparselyAggregatedAttention', 'delegate_pool_factor', 'edge_pad',
+    'SparselyAggregatedAttention', 'delegate_pool_factors', 'edge_pad',
     'spread_cells'
 ]
 
@@ -98,31 +106,62 @@ def edge_pad(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
     return out
 
 
-def delegate_pool_factor(height: int, width: int,
-                         max_delegates: Optional[int]) -> int:
-    """Smallest integer ``k >= 1`` with ``ceil(height / k) * ceil(width / k)
-    <= max_delegates`` (1 when ``max_delegates`` is None).
+def _ceil_div(numerator: int, denominator: int) -> int:
+    """``ceil(numerator / denominator)`` for positive ints, in integer
+    arithmetic (a symbolic size under ``torch.compile`` stays an int)."""
+    return (numerator + denominator - 1) // denominator
+
+
+def delegate_pool_factors(height: int, width: int,
+                          max_delegates: Optional[int]) -> Tuple[int, int]:
+    """Per-axis factors ``(k_h, k_w)`` that bring a ``height`` x ``width``
+    delegate grid within ``max_delegates``: ``(1, 1)`` when it fits (or
+    ``max_delegates`` is None); else the first of ``(1, 2)``, ``(2, 2)``,
+    ``(2, 3)``, ``(3, 3)``, ... with ``ceil(height / k_h) * ceil(width /
+    k_w) <= max_delegates``, the larger factor on the longer axis (the
+    width of a square grid).
+
+    Each pair is the one before it with one factor raised by one, which at
+    most halves the grid (``ceil(n / k) <= 2 * ceil(n / (k + 1))``), and
+    the pair before did not fit: above the bound the grid keeps more than
+    ``max_delegates / 2`` delegates. Integer arithmetic only.
 
     Args:
         height: Rows of the delegate grid at the layer's own ratio.
         width: Columns of that grid.
         max_delegates: The bound, or None for no bound.
+
+    Example:
+        >>> delegate_pool_factors(25, 42, 1024)  # 1050: 25 x 21 = 525
+        (1, 2)
+        >>> delegate_pool_factors(50, 84, 1024)  # 4200: 25 x 28 = 700
+        (2, 3)
+        >>> delegate_pool_factors(84, 50, 1024)  # a portrait grid
+        (3, 2)
+        >>> delegate_pool_factors(32, 32, 1024)  # fits
+        (1, 1)
     """
     if max_delegates is None or height * width <= max_delegates:
-        return 1
-    k = max(2, math.ceil(math.sqrt(height * width / max_delegates)))
-    while math.ceil(height / k) * math.ceil(width / k) > max_delegates:
+        return 1, 1
+    wide = width >= height
+    short, long = (height, width) if wide else (width, height)
+    k = 1
+    while True:
+        # the longer axis one factor ahead, then both even
+        for k_short, k_long in ((k, k + 1), (k + 1, k + 1)):
+            if _ceil_div(short, k_short) * _ceil_div(long,
+                                                     k_long) <= max_delegates:
+                return (k_short, k_long) if wide else (k_long, k_short)
         k += 1
-    return k
 
 
 def spread_cells(x: Tensor,
                  weight: Tensor,
                  bias: Optional[Tensor] = None) -> Tensor:
-    """``F.conv_transpose2d(x, weight, bias, stride=s, groups=C)`` for a
-    depth-wise kernel whose stride is its size ``s``: every pixel of ``x``
-    (``B, C, h, w``) becomes an ``s`` x ``s`` cell of the output
-    (``B, C, h*s, w*s``), ``x * weight[c] + bias[c]``.
+    """``F.conv_transpose2d(x, weight, bias, stride=(s_h, s_w), groups=C)``
+    for a depth-wise kernel whose stride is its size ``s_h`` x ``s_w``: every
+    pixel of ``x`` (``B, C, h, w``) becomes an ``s_h`` x ``s_w`` cell of the
+    output (``B, C, h*s_h, w*s_w``), ``x * weight[c] + bias[c]``.
 
     Written as one broadcast multiply-add into the cell layout of the
     input's memory format (channels-last in, channels-last out), so the
@@ -130,24 +169,23 @@ def spread_cells(x: Tensor,
 
     Args:
         x: Input map.
-        weight: ``(C, 1, s, s)`` kernel (the layout of a depth-wise
+        weight: ``(C, 1, s_h, s_w)`` kernel (the layout of a depth-wise
             ``ConvTranspose2d``).
         bias: ``(C,)`` or None.
     """
     B, C, h, w = x.shape
-    s = weight.shape[-1]
-    if weight.shape != (C, 1, s, s):
-        raise ValueError(
-            'spread_cells needs a depth-wise square kernel of shape '
-            f'({C}, 1, s, s), but got {tuple(weight.shape)}.')
+    s_h, s_w = weight.shape[-2:]
+    if weight.shape != (C, 1, s_h, s_w):
+        raise ValueError('spread_cells needs a depth-wise kernel of shape '
+                         f'({C}, 1, s_h, s_w), but got {tuple(weight.shape)}.')
     channels_last = _is_channels_last(x)
-    if channels_last:  # (B, h, s, w, s, C)
+    if channels_last:  # (B, h, s_h, w, s_w, C)
         cells = x.permute(0, 2, 3, 1)[:, :, None, :, None, :]
-        kernel = weight.view(C, s, s).permute(1, 2, 0)[None, None, :, None]
+        kernel = weight.view(C, s_h, s_w).permute(1, 2, 0)[None, None, :, None]
         bias_shape = (C, )
-    else:  # (B, C, h, s, w, s)
+    else:  # (B, C, h, s_h, w, s_w)
         cells = x[:, :, :, None, :, None]
-        kernel = weight.view(1, C, 1, s, 1, s)
+        kernel = weight.view(1, C, 1, s_h, 1, s_w)
         bias_shape = (1, C, 1, 1, 1, 1)
     bias = None if bias is None else bias.view(bias_shape)
     if torch.is_grad_enabled():  # autograd has no out= products
@@ -160,8 +198,8 @@ def spread_cells(x: Tensor,
         else:
             torch.addcmul(bias, cells, kernel, out=out)
     if channels_last:
-        return out.view(B, h * s, w * s, C).permute(0, 3, 1, 2)
-    return out.view(B, C, h * s, w * s)
+        return out.view(B, h * s_h, w * s_w, C).permute(0, 3, 1, 2)
+    return out.view(B, C, h * s_h, w * s_w)
 
 
 def check_max_delegates(value: object, name: str = 'max_delegates') -> None:
@@ -188,8 +226,9 @@ class SparselyAggregatedAttention(nn.Module):
         sample_ratio: Side ``r`` of the cell aggregated into one delegate
             token. Defaults to 2.
         max_delegates: Largest number of delegate tokens; a larger input
-            samples coarser cells (see the module docstring). ``None``: no
-            bound, the cell is always ``r`` x ``r``. Defaults to None.
+            samples coarser cells, keeping more than half of this many
+            (see the module docstring). ``None``: no bound, the cell is
+            always ``r`` x ``r``. Defaults to None.
         multi_scale: Attend to 2x coarser keys/values too. Defaults to True.
         qkv_bias: Bias in the q/k/v projection. Defaults to True.
         attn_drop: Dropout on attention weights. Defaults to 0.
@@ -205,8 +244,8 @@ class SparselyAggregatedAttention(nn.Module):
         ...                                   max_delegates=16)
         >>> print(saa(torch.rand(2, 32, 25, 33)).shape)
         torch.Size([2, 32, 25, 33])
-        >>> saa.cell_size(25, 33)  # 7 x 9 cells of 4 are too many: 3 x 3
-        12
+        >>> saa.cell_shape(25, 33)  # 7 x 9 cells of 4 are too many: 4 x 3
+        (8, 12)
     """
 
     def __init__(self,
@@ -296,16 +335,25 @@ class SparselyAggregatedAttention(nn.Module):
             if conv.bias is not None:  # the deploy form's
                 nn.init.zeros_(conv.bias)
 
-    def cell_size(self, height: int, width: int) -> int:
-        """Side ``s`` of the cell one delegate stands for on a ``height`` x
-        ``width`` input: ``r``, or ``k * r`` above ``max_delegates``."""
+    def pool_factors(self, height: int, width: int) -> Tuple[int, int]:
+        """Factors ``(k_h, k_w)`` of the ``r`` x ``r`` cell on a ``height``
+        x ``width`` input: ``(1, 1)`` at or below ``max_delegates``
+        (:func:`delegate_pool_factors`)."""
         r = self.sample_ratio
-        return r * delegate_pool_factor(
-            math.ceil(height / r), math.ceil(width / r), self.max_delegates)
+        return delegate_pool_factors(
+            _ceil_div(height, r), _ceil_div(width, r), self.max_delegates)
 
-    def _sample(self, x: Tensor, k: int) -> Tensor:
-        """Delegates of the edge-padded ``x`` on cells of ``k * r``."""
-        if k == 1:  # the module itself (forward hooks see it)
+    def cell_shape(self, height: int, width: int) -> Tuple[int, int]:
+        """Rows and columns ``(s_h, s_w)`` of the cell one delegate stands
+        for on a ``height`` x ``width`` input: ``(r, r)``, or ``(k_h * r,
+        k_w * r)`` above ``max_delegates``."""
+        k_h, k_w = self.pool_factors(height, width)
+        return k_h * self.sample_ratio, k_w * self.sample_ratio
+
+    def _sample(self, x: Tensor, k_h: int, k_w: int) -> Tensor:
+        """Delegates of the edge-padded ``x`` on cells of ``k_h * r`` x
+        ``k_w * r``."""
+        if k_h == k_w == 1:  # the module itself (forward hooks see it)
             return self.sampler(x)
         r, channels = self.sample_ratio, x.shape[1]
         if self.sampler is None:
@@ -315,14 +363,14 @@ class SparselyAggregatedAttention(nn.Module):
             weight, bias = self.sampler.weight, self.sampler.bias
         return F.conv2d(
             x,
-            weight.repeat(1, 1, k, k) / k**2,
+            weight.repeat(1, 1, k_h, k_w) / (k_h * k_w),
             bias,
-            stride=k * r,
+            stride=(k_h * r, k_w * r),
             groups=channels)
 
-    def _recover(self, x: Tensor, k: int) -> Tensor:
-        """Spread each delegate over its ``k * r`` cell."""
-        if k == 1:  # the module itself (forward hooks see it)
+    def _recover(self, x: Tensor, k_h: int, k_w: int) -> Tensor:
+        """Spread each delegate over its ``k_h * r`` x ``k_w * r`` cell."""
+        if k_h == k_w == 1:  # the module itself (forward hooks see it)
             return self.recovery(x)
         r, channels = self.sample_ratio, x.shape[1]
         if self.recovery is None:
@@ -332,25 +380,24 @@ class SparselyAggregatedAttention(nn.Module):
             weight = self.recovery.weight
             bias = self.recovery.bias
         if self.deploy:
-            return spread_cells(x, weight.repeat(1, 1, k, k), bias)
+            return spread_cells(x, weight.repeat(1, 1, k_h, k_w), bias)
         return F.conv_transpose2d(
             x,
-            weight.repeat(1, 1, k, k),
+            weight.repeat(1, 1, k_h, k_w),
             bias,
-            stride=k * r,
+            stride=(k_h * r, k_w * r),
             groups=channels)
 
     def forward(self, x: Tensor) -> Tensor:
         """Attend on ``x`` (``B, C, H, W``); returns the same shape."""
-        r = self.sample_ratio
         H, W = x.shape[-2:]
-        s = self.cell_size(H, W)
-        if s == 1:
+        k_h, k_w = self.pool_factors(H, W)
+        s_h, s_w = k_h * self.sample_ratio, k_w * self.sample_ratio
+        if s_h == s_w == 1:
             return self.proj(self.attn(x))
-        k = s // r
-        pad_h, pad_w = (s - H % s) % s, (s - W % s) % s
-        delegates = self._sample(edge_pad(x, pad_h, pad_w), k)
-        x = self._recover(self.attn(delegates), k)
+        pad_h, pad_w = (s_h - H % s_h) % s_h, (s_w - W % s_w) % s_w
+        delegates = self._sample(edge_pad(x, pad_h, pad_w), k_h, k_w)
+        x = self._recover(self.attn(delegates), k_h, k_w)
         if pad_h or pad_w:
             x = x[..., :H, :W]
         return self.proj(self.norm(x))

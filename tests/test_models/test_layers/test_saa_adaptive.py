@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from saevit_mm.models import SAEViT
 from saevit_mm.models.layers import SparselyAggregatedAttention
-from saevit_mm.models.layers.saa import delegate_pool_factor, edge_pad
+from saevit_mm.models.layers.saa import (delegate_pool_factors, edge_pad,
+                                         spread_cells)
 from saevit_mm.models.utils import count_complexity
 
 
@@ -23,38 +24,82 @@ def delegates_seen(saa, x):
     return seen[0]
 
 
-def composed_reference(saa, x, k):
-    """Above the bound, by definition: edge-pad to cells of ``k * r``,
-    sample at ``r``, average ``k`` x ``k`` delegates, attend, upsample the
-    result by nearest neighbour, recover at ``r``, crop, project."""
+def composed_reference(saa, x, factors):
+    """Above the bound, by definition: edge-pad to cells of ``k_h * r`` x
+    ``k_w * r``, sample at ``r``, average ``k_h`` x ``k_w`` delegates,
+    attend, upsample the result by nearest neighbour, recover at ``r``,
+    crop, project."""
     r = saa.sample_ratio
-    s = k * r
+    k_h, k_w = factors
     H, W = x.shape[-2:]
-    x = F.pad(x, (0, -W % s, 0, -H % s), mode='replicate')
+    x = F.pad(x, (0, -W % (k_w * r), 0, -H % (k_h * r)), mode='replicate')
     tokens = x if saa.sampler is None else saa.sampler(x)
-    tokens = saa.attn(F.avg_pool2d(tokens, k))
-    tokens = tokens.repeat_interleave(k, 2).repeat_interleave(k, 3)
+    tokens = saa.attn(F.avg_pool2d(tokens, (k_h, k_w)))
+    tokens = tokens.repeat_interleave(k_h, 2).repeat_interleave(k_w, 3)
     if saa.recovery is not None:
         tokens = saa.recovery(tokens)
     return saa.proj(saa.norm(tokens[..., :H, :W]))
 
 
-@pytest.mark.parametrize('h,w,bound,k', [
-    (14, 14, 196, 1),
-    (14, 14, 195, 2),
-    (50, 84, 1024, 3),
-    (50, 84, 4096, 2),
-    (64, 128, 1024, 3),
-    (7, 7, 1, 7),
-    (3, 5, None, 1),
+def grid(h, w, factors):
+    return math.ceil(h / factors[0]) * math.ceil(w / factors[1])
+
+
+def coarsening_chain(h, w):
+    """(1, 1), then 1 x 2, 2 x 2, 2 x 3, 3 x 3, ... sampled cells, the
+    larger factor on the longer axis (the width of a square grid)."""
+    yield 1, 1
+    k = 1
+    while True:
+        for pair in ((k, k + 1), (k + 1, k + 1)):
+            yield pair if w >= h else pair[::-1]
+        k += 1
+
+
+@pytest.mark.parametrize('h,w,bound,factors', [
+    (14, 14, 196, (1, 1)),
+    (14, 14, 195, (1, 2)),
+    (14, 14, 97, (2, 2)),
+    (25, 42, 1024, (1, 2)),
+    (42, 25, 1024, (2, 1)),
+    (50, 84, 1024, (2, 3)),
+    (50, 84, 4096, (1, 2)),
+    (64, 128, 1024, (3, 3)),
+    (7, 7, 1, (7, 7)),
+    (1, 9, 4, (2, 3)),
+    (3, 5, None, (1, 1)),
 ])
-def test_pool_factor_is_the_smallest_that_fits(h, w, bound, k):
-    assert delegate_pool_factor(h, w, bound) == k
-    if bound is not None:
-        assert math.ceil(h / k) * math.ceil(w / k) <= bound
-        smaller = k - 1
-        assert smaller == 0 or \
-            math.ceil(h / smaller) * math.ceil(w / smaller) > bound
+def test_pool_factors_are_the_first_of_the_chain_that_fits(
+        h, w, bound, factors):
+    assert delegate_pool_factors(h, w, bound) == factors
+    if bound is None:
+        return
+    chain = coarsening_chain(h, w)
+    previous = None
+    for pair in chain:
+        if pair == factors:
+            break
+        assert grid(h, w, pair) > bound, pair
+        previous = pair
+    assert grid(h, w, factors) <= bound
+    if previous is not None:  # one factor one up: at most half as many
+        assert sum(factors) - sum(previous) == 1
+        assert grid(h, w, factors) > bound / 2
+
+
+def test_pool_factors_keep_more_than_half_the_bound():
+    """Every grid up to 60 x 60 and every bound below it: above the bound,
+    more than half of it; cells within one factor of square."""
+    for bound in (1, 2, 3, 7, 16, 50, 64, 100, 255, 1024):
+        for h in range(1, 61):
+            for w in range(1, 61):
+                k_h, k_w = delegate_pool_factors(h, w, bound)
+                if h * w <= bound:
+                    assert (k_h, k_w) == (1, 1)
+                    continue
+                assert bound / 2 < grid(h, w, (k_h, k_w)) <= bound, \
+                    (h, w, bound)
+                assert abs(k_h - k_w) <= 1
 
 
 @pytest.mark.parametrize('ratio', [1, 2, 4])
@@ -80,19 +125,43 @@ def randomize_state(saa):
 
 @pytest.mark.parametrize('ratio', [1, 2, 4])
 @pytest.mark.parametrize('size,bound', [((24, 40), 12), ((25, 33), 7),
-                                        ((9, 70), 5)],
+                                        ((9, 70), 5), ((70, 9), 5),
+                                        ((31, 17), 6)],
                          ids=str)
-def test_above_the_bound_coarser_cells_as_defined(ratio, size, bound):
+@pytest.mark.parametrize('deploy', [False, True], ids=['eager', 'deployed'])
+def test_above_the_bound_coarser_cells_as_defined(ratio, size, bound, deploy):
+    """Square and oblong cells (``k_h != k_w``), in both forms (the deployed
+    recovery is :func:`spread_cells`)."""
     saa = SparselyAggregatedAttention(
         8, 2, sample_ratio=ratio, max_delegates=bound).eval()
     randomize_state(saa)
+    if deploy:
+        saa.switch_to_deploy()
     x = torch.randn(2, 8, *size)
-    k = saa.cell_size(*size) // ratio
-    assert k > 1
+    factors = saa.pool_factors(*size)
+    assert factors != (1, 1)
+    assert saa.cell_shape(*size) == (factors[0] * ratio, factors[1] * ratio)
     tokens = delegates_seen(saa, x)
-    assert tokens.shape[-2] * tokens.shape[-1] <= bound
+    assert bound / 2 < tokens.shape[-2] * tokens.shape[-1] <= bound
     torch.testing.assert_close(
-        saa(x), composed_reference(saa, x, k), rtol=1e-4, atol=1e-5)
+        saa(x), composed_reference(saa, x, factors), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('channels_last', [False, True], ids=['NCHW', 'NHWC'])
+@pytest.mark.parametrize('cell', [(2, 3), (4, 2), (1, 3)], ids=str)
+def test_spread_cells_takes_oblong_cells(channels_last, cell):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(
+        memory_format=fmt)
+    weight = torch.randn(6, 1, *cell, dtype=torch.float64)
+    bias = torch.randn(6, dtype=torch.float64)
+    for b in (bias, None):
+        expected = F.conv_transpose2d(x, weight, b, stride=cell, groups=6)
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                out = spread_cells(x, weight, b)
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+            assert out.is_contiguous(memory_format=fmt)
 
 
 @pytest.mark.parametrize('ratio,size,bound', [
@@ -192,3 +261,22 @@ def test_edge_pad_is_replicate_padding_in_the_input_memory_format(
     got, = torch.autograd.grad(out, x, grad)
     want, = torch.autograd.grad(expected, x, grad)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('deploy', [False, True], ids=['eager', 'deployed'])
+def test_onnx_export_with_oblong_cells(tmp_path, deploy):
+    """Above the bound with ``k_h != k_w`` (3 x 4 sampled cells), in both
+    forms: the exported graph agrees with the layer."""
+    pytest.importorskip('onnxruntime')
+    from saevit_mm.deploy import check_onnx, export_onnx
+    saa = SparselyAggregatedAttention(
+        8, 2, sample_ratio=2, max_delegates=12).eval()
+    randomize_state(saa)
+    if deploy:
+        saa.switch_to_deploy()
+    shape = (1, 8, 17, 26)  # 9 x 13 delegates at ratio 2: 3 x 4 of them
+    assert saa.pool_factors(*shape[-2:]) == (3, 4)
+    path = tmp_path / 'saa.onnx'
+    (name, ) = export_onnx(saa, shape, path)
+    diffs = check_onnx(saa, path, shape)
+    assert diffs[name] <= 1e-4 * max(1.0, diffs['max_abs_ref']), diffs
