@@ -24,13 +24,15 @@ case "$job" in
   demo) exec "$PY" tools/demo.py "$@" ;;
   test) exec "$PY" -m pytest "$@" ;;
   # what a user of the classic stack relies on: the backbone, every config,
-  # train + test + resume per host through tools/, checkpoint loading, the
-  # deploy form and ONNX export
+  # train + test + resume per host through tools/, checkpoint loading (also
+  # of files the reference stack wrote), the deploy form, ONNX export and
+  # torch.compile
   test-classic)
     exec "$PY" -m pytest tests/test_models tests/test_configs.py \
       tests/test_deploy.py \
       tests/test_registry.py tests/test_stack.py tests/test_tools.py \
       tests/test_checkpoint.py tests/test_backbone_weights.py \
       tests/test_checkpoint_loader.py tests/test_checkpoint_stacks.py \
-      tests/test_config_train_step.py tests/test_random_state_hook.py "$@" ;;
+      tests/test_config_train_step.py tests/test_random_state_hook.py \
+      tests/test_compile.py "$@" ;;
 esac
