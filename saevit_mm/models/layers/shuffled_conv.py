@@ -57,6 +57,14 @@ class ShuffledPointwiseConv(nn.Conv2d):
                 f'ShuffledPointwiseConv with groups={groups} reads the '
                 f'shuffle of {groups} maps, but got {len(x)}; pass a '
                 'tensor for a plain grouped convolution.')
+        first = x[0].shape
+        if any(part.shape != first for part in x[1:]) \
+                or first[1] * groups != self.in_channels:
+            raise ValueError(
+                f'ShuffledPointwiseConv with in_channels={self.in_channels} '
+                f'and groups={groups} reads {groups} maps of one shape with '
+                f'{self.in_channels // groups} channels each, but got shapes '
+                f'{[tuple(part.shape) for part in x]}.')
         B, width, H, W = x[0].shape
         if width % groups:
             return super().forward(channel_shuffle(x))

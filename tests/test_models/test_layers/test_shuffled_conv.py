@@ -91,3 +91,13 @@ def test_flops_are_the_grouped_conv_flops():
             for shuffled in (False, True)
         ]
         assert counts[0] == counts[1] == batch * 35 * 16 * 8, counts
+
+
+@pytest.mark.parametrize('widths', [(3, 5, 4, 4), (2, 2, 2, 2)])
+def test_parts_of_another_width_are_refused(widths):
+    """Four maps whose widths are unequal, or sum to other than
+    ``in_channels``: a ValueError that names the shapes."""
+    conv = ShuffledPointwiseConv(16, 8, 4)
+    parts = [torch.randn(1, w, 4, 4) for w in widths]
+    with pytest.raises(ValueError, match='reads 4 maps of one shape'):
+        conv(parts)
