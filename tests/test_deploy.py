@@ -246,12 +246,15 @@ class _Ops(TorchDispatchMode):
 
 
 @pytest.mark.parametrize('channels_last', [False, True], ids=['NCHW', 'NHWC'])
-@pytest.mark.parametrize('cell', [1, 2, 4])
+@pytest.mark.parametrize('cell', [(1, 1), (2, 2), (4, 4), (2, 3), (4, 2),
+                                  (1, 3)],
+                         ids=str)
 def test_spread_cells_is_the_depthwise_transposed_conv(channels_last, cell):
+    """Square and oblong cells (per-axis pooling factors)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(
         memory_format=fmt)
-    weight = torch.randn(6, 1, cell, cell, dtype=torch.float64)
+    weight = torch.randn(6, 1, *cell, dtype=torch.float64)
     bias = torch.randn(6, dtype=torch.float64)
     for b in (bias, None):
         expected = F.conv_transpose2d(x, weight, b, stride=cell, groups=6)

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 
 from saevit_mm.models import SAEViT
 from saevit_mm.models.layers import SparselyAggregatedAttention
-from saevit_mm.models.layers.saa import (delegate_pool_factors, edge_pad,
-                                         spread_cells)
+from saevit_mm.models.layers.saa import delegate_pool_factors, edge_pad
 from saevit_mm.models.utils import count_complexity
 
 
@@ -145,23 +144,6 @@ def test_above_the_bound_coarser_cells_as_defined(ratio, size, bound, deploy):
     assert bound / 2 < tokens.shape[-2] * tokens.shape[-1] <= bound
     torch.testing.assert_close(
         saa(x), composed_reference(saa, x, factors), rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize('channels_last', [False, True], ids=['NCHW', 'NHWC'])
-@pytest.mark.parametrize('cell', [(2, 3), (4, 2), (1, 3)], ids=str)
-def test_spread_cells_takes_oblong_cells(channels_last, cell):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(
-        memory_format=fmt)
-    weight = torch.randn(6, 1, *cell, dtype=torch.float64)
-    bias = torch.randn(6, dtype=torch.float64)
-    for b in (bias, None):
-        expected = F.conv_transpose2d(x, weight, b, stride=cell, groups=6)
-        for grad in (False, True):
-            with torch.set_grad_enabled(grad):
-                out = spread_cells(x, weight, b)
-            torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
-            assert out.is_contiguous(memory_format=fmt)
 
 
 @pytest.mark.parametrize('ratio,size,bound', [
