@@ -410,6 +410,16 @@ class SAEViT(BaseModule):
                 outs.append(x.contiguous())
         return tuple(outs)
 
+    def upgrade_state_dict(self, state_dict: Dict) -> Dict:
+        """Rename, in place, the keys of a backbone state dict of an
+        earlier layout to this version's
+        (:meth:`~..layers.CIFFN.upgrade_state_dict`); returns it."""
+        from ..layers import CIFFN
+        for name, module in self.named_modules():
+            if isinstance(module, CIFFN):
+                module.upgrade_state_dict(state_dict, f'{name}.')
+        return state_dict
+
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
         """Switch to the inference form, in place and for good: eval mode,
@@ -549,15 +559,16 @@ class SAEViT(BaseModule):
                     map_location=self.init_cfg.get('map_location', 'cpu'),
                     logger='silent')
                 prefix = self.init_cfg.get('prefix')
+                loaded = self.upgrade_state_dict(
+                    pretrained_state_dict(checkpoint, prefix))
                 check_pretrained_state_dict(self.state_dict(), checkpoint,
-                                            prefix, path)
+                                            prefix, path, loaded=loaded)
                 # load what was read: mmengine's PretrainedInit would read
                 # (unpickle) the file a second time
                 print_log(
                     f'SAEViT: load {prefix or "the state dict"} from {path}',
                     logger='current')
-                self.load_state_dict(pretrained_state_dict(
-                    checkpoint, prefix))
+                self.load_state_dict(loaded)
                 pretrained_cfg, self.init_cfg = self.init_cfg, None
                 super().init_weights()
                 self.init_cfg = pretrained_cfg

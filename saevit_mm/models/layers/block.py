@@ -220,4 +220,6 @@ class SAEViTBlock(nn.Module):
         if self.dwsconv is not None:
             x = x + self.dwsconv(x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
+        if isinstance(self.ffn, CIFFN):  # may recompute norm2 in backward
+            return x + self.drop_path(self.ffn(x, self.norm2))
         return x + self.drop_path(self.ffn(self.norm2(x)))

@@ -6,19 +6,26 @@ those steps (ShuffleNet's shuffle between grouped operators):
 
 1. 1x1 expansion ``C -> eC`` (+ norm).
 2. Decomposition: the ``eC`` channels are split into ``g`` groups and each
-   group gets its own depth-wise convolution (+ norm) with its own kernel
-   size (default 3/5/7/9: multi-scale local context).
+   group gets its own depth-wise convolution with its own kernel size
+   (default 3/5/7/9: multi-scale local context).
 3. Redistribution: a channel shuffle across the groups, so every run of
    ``g`` consecutive channels holds one channel of each group; then the
-   activation.
+   norm (one per-channel norm over the shuffled map; a norm with statistics
+   across channels, such as GN, normalises each group before the shuffle)
+   and the activation.
 4. Grouped 1x1 projection ``eC -> C`` (``g`` groups, + norm): output group
-   ``m`` reads ``eC / g`` shuffled channels, a share of every
+   ``m`` reads ``eC / g`` consecutive shuffled channels, a share of every
    decomposition group (equal shares when ``g`` divides ``eC / g``).
    Without the shuffle it would read group ``m`` alone, so each output
    channel would see one kernel size only; a dense projection would absorb
    the shuffle into its column order. Computed by
-   :class:`ShuffledPointwiseConv` from the activated groups, without a
-   shuffled copy.
+   :class:`~.grouped_pointwise.GroupedPointwiseConv`: one batched product.
+
+A batch norm is per channel, so normalising the shuffled map is the same
+function as normalising each group's output before the shuffle, in one op
+instead of ``g``. Checkpoints of the per-group layout
+(``dwconvs.<j>.conv.weight``, ``dwconvs.<j>.norm.*``) load into this one
+(:meth:`CIFFN.upgrade_state_dict`).
 
 Deploy form (:meth:`CIFFN.switch_to_deploy`, or ``deploy=True`` to build
 it; no grouped 1x1 convolution, which takes a slow path on CPU, and no
@@ -48,16 +55,21 @@ It runs one of two ways:
   group's weights are views of the merged ones; what is copied per forward
   (the dense columns, strided weights) is small against a large map.
 """
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, MutableMapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer
 from torch import Tensor, nn
 
+from ..utils.backbone_utils import is_batch_norm
+from ..utils.fuse import check_foldable_bn, fuse_conv_bn_
 from .act_in_place import act_in_place
 from .conv_norm import ConvNorm, switch_conv_norms
-from .shuffled_conv import ShuffledPointwiseConv
+from .grouped_pointwise import GroupedPointwiseConv, channel_shuffle
+from .norm import build_norm2d
+from .norm_act_op import (ConvOp, GroupedProductOp, ShuffledDepthwiseOp,
+                          fusable, norm_act_op)
 
 __all__ = ['CIFFN']
 
@@ -72,9 +84,10 @@ class CIFFN(nn.Module):
     """Channel-Interactive FFN on an NCHW map.
 
     Submodules: ``expand`` (:class:`ConvNorm` 1x1), ``dwconvs`` (one
-    depth-wise :class:`ConvNorm` per group), ``act``, ``project`` (grouped
-    :class:`ConvNorm` 1x1); in the deploy form ``expand``, ``dwconv``,
-    ``act``, ``project`` (module docstring).
+    depth-wise ``nn.Conv2d`` per group), ``dw_norm`` (the norm of the
+    shuffled map, or a ``ModuleList`` of one per group), ``act``,
+    ``project`` (grouped :class:`ConvNorm` 1x1); in the deploy form
+    ``expand``, ``dwconv``, ``act``, ``project`` (module docstring).
 
     Args:
         embed_dims: Channels ``C`` of the input and output; must be
@@ -147,13 +160,18 @@ class CIFFN(nn.Module):
         width = hidden // groups
         self.expand = ConvNorm(embed_dims, hidden, 1, norm_cfg=norm_cfg)
         self.dwconvs = nn.ModuleList(
-            ConvNorm(width, width, k, groups=width, norm_cfg=norm_cfg)
+            nn.Conv2d(
+                width, width, k, padding=k // 2, groups=width, bias=False)
             for k in kernel_sizes)
+        norm = build_norm2d(norm_cfg, hidden)
+        # per-channel: one norm over the shuffled map; else one per group
+        self.dw_norm = norm if is_batch_norm(norm) else nn.ModuleList(
+            build_norm2d(norm_cfg, width) for _ in kernel_sizes)
         self.act = build_activation_layer(act_cfg)
         self.project = ConvNorm(
             hidden, embed_dims, 1, groups=groups, norm_cfg=norm_cfg)
-        # reads the shuffled parts without a shuffled copy (same weight)
-        self.project.conv = ShuffledPointwiseConv(hidden, embed_dims, groups)
+        # the grouped projection as one batched product (same weight)
+        self.project.conv = GroupedPointwiseConv(hidden, embed_dims, groups)
 
     def _reorder_children(self) -> None:
         """Children in the deploy form's order: ``expand``, ``dwconv``,
@@ -191,6 +209,11 @@ class CIFFN(nn.Module):
         """
         if self.deploy:
             return
+        if isinstance(self.dw_norm, nn.ModuleList):
+            raise RuntimeError(
+                'CIFFN folds only a batch norm after its depth-wise '
+                f'convolutions, but has {type(self.dw_norm[0]).__name__}.')
+        check_foldable_bn(self.dw_norm, 'dw_norm')
         switch_conv_norms(self)
         order = self._shuffled_order()
         expand = self.expand.conv
@@ -201,27 +224,87 @@ class CIFFN(nn.Module):
         new_expand.weight.copy_(expand.weight[order])
         new_expand.bias.copy_(expand.bias[order])
         # each group's kernel zero-padded to the largest, then reordered
+        # to the shuffled order of dw_norm, which folds into it
         size = dwconv.kernel_size[0]
         weight = torch.zeros_like(dwconv.weight)
-        for j, part in enumerate(self.dwconvs):
-            k = part.conv.kernel_size[0]
-            start, width = (size - k) // 2, part.conv.out_channels
+        for j, conv in enumerate(self.dwconvs):
+            k, width = conv.kernel_size[0], conv.out_channels
+            start = (size - k) // 2
             weight[j * width:(j + 1) * width, :, start:start + k,
-                   start:start + k] = part.conv.weight
+                   start:start + k] = conv.weight
         dwconv.weight.copy_(weight[order])
-        dwconv.bias.copy_(
-            torch.cat([part.conv.bias for part in self.dwconvs])[order])
+        dwconv.bias.zero_()
+        fuse_conv_bn_(dwconv, self.dw_norm)
         # the grouped projection of the shuffled map, as it was
         project.weight.copy_(self.project.conv.weight)
         project.bias.copy_(self.project.conv.bias)
-        del self.dwconvs
+        del self.dwconvs, self.dw_norm
         self.expand, self.dwconv, self.project = new_expand, dwconv, project
         self._reorder_children()
         self.deploy = True
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the FFN to ``x`` (``B, C, H, W``); no residual added."""
+    def upgrade_state_dict(self,
+                           state_dict: MutableMapping[str, Tensor],
+                           prefix: str = '') -> None:
+        """Rename, in place, this CIFFN's entries of a checkpoint of the
+        per-group layout (each depth-wise convolution with its own norm:
+        ``dwconvs.<j>.conv.weight``, ``dwconvs.<j>.norm.*``) to this
+        layout: ``dwconvs.<j>.weight`` and, for a batch norm, ``dw_norm.*``
+        in the shuffled order (the same function); anything else is left
+        as it is.
+
+        Args:
+            state_dict: The checkpoint's state dict.
+            prefix: This module's key prefix in it (``'...ffn.'``).
+        """
+        old = f'{prefix}dwconvs.0.conv.weight'
+        if self.deploy or old not in state_dict:
+            return
+        groups = len(self.kernel_sizes)
+        norms = []
+        for j in range(groups):
+            state_dict[f'{prefix}dwconvs.{j}.weight'] = state_dict.pop(
+                f'{prefix}dwconvs.{j}.conv.weight')
+            norm = f'{prefix}dwconvs.{j}.norm.'
+            norms.append({
+                key[len(norm):]: state_dict.pop(key)
+                for key in list(state_dict) if key.startswith(norm)
+            })
+        if isinstance(self.dw_norm, nn.ModuleList):
+            for j, entries in enumerate(norms):
+                for name, value in entries.items():
+                    state_dict[f'{prefix}dw_norm.{j}.{name}'] = value
+            return
+        order = self._shuffled_order()
+        for name, value in norms[0].items():
+            if value.dim() == 0:  # num_batches_tracked: one count for all
+                state_dict[f'{prefix}dw_norm.{name}'] = value
+                continue
+            merged = torch.cat([entries[name] for entries in norms])
+            state_dict[f'{prefix}dw_norm.{name}'] = merged[order.to(
+                merged.device)]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args,
+                              **kwargs) -> None:
+        self.upgrade_state_dict(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self,
+                x: Tensor,
+                pre_norm: Optional[nn.Module] = None) -> Tensor:
+        """Apply the FFN to ``pre_norm(x)`` (``x``: ``B, C, H, W``; no
+        ``pre_norm``: to ``x``); no residual added.
+
+        In eager training with BatchNorms the hidden-width work keeps two
+        hidden-width maps for backward, not five
+        (:mod:`~.norm_act_op`); a BatchNorm ``pre_norm`` is recomputed
+        from ``x`` in backward too.
+        """
         B, _, H, W = x.shape
+        if pre_norm is not None and not self._fusable(x, pre_norm):
+            x, pre_norm = pre_norm(x), None
+        if self._fusable(x):
+            return self._forward_fused(x, pre_norm)
         if self.deploy:
             # channels-last throughout (a no-op in a deployed SAEViT): the
             # products read pixel rows, and torch 2.1's GELU backward gives
@@ -232,13 +315,44 @@ class CIFFN(nn.Module):
                 return self._project_by_blocks(hidden, self._blocks())
             return self._forward_by_group(x)
         parts = [
-            conv(part) for conv, part in zip(
-                self.dwconvs, self.expand(x).chunk(self.groups, dim=1))
+            conv(part)
+            for conv, part in zip(self.dwconvs,
+                                  self.expand(x).chunk(self.groups, dim=1))
         ]
-        if self.redistribute:  # the projection reads the parts shuffled
-            parts = [act_in_place(self.act, part) for part in parts]
-            return self.project(parts)
-        return self.project(act_in_place(self.act, torch.cat(parts, dim=1)))
+        per_group = isinstance(self.dw_norm, nn.ModuleList)
+        if per_group:
+            parts = [norm(part) for norm, part in zip(self.dw_norm, parts)]
+        x = channel_shuffle(parts) if self.redistribute \
+            else torch.cat(parts, dim=1)
+        if not per_group:
+            x = self.dw_norm(x)
+        return self.project(act_in_place(self.act, x))
+
+    def _fusable(self, x: Tensor, *norms: nn.Module) -> bool:
+        """Whether the eager training path of :mod:`~.norm_act_op` runs:
+        not deployed, this FFN's norms and ``norms`` plain BatchNorms."""
+        return self.deploy is False and all(
+            fusable(norm, x)
+            for norm in (self.expand.norm, self.dw_norm, *norms))
+
+    def _forward_fused(self, x: Tensor,
+                       pre_norm: Optional[nn.Module]) -> Tensor:
+        """The non-deploy forward, keeping ``x`` (or the pre-norm's
+        input), the expansion's output, the shuffled depth-wise output and
+        the projection's output for backward."""
+        expand = self.expand.conv
+        if pre_norm is None:
+            x = expand(x)
+        else:
+            x = norm_act_op(x, pre_norm, None, ConvOp(expand),
+                            [expand.weight, expand.bias])
+        x = norm_act_op(x, self.expand.norm, None,
+                        ShuffledDepthwiseOp(self.dwconvs, self.redistribute),
+                        [conv.weight for conv in self.dwconvs])
+        x = norm_act_op(x, self.dw_norm, self.act,
+                        GroupedProductOp(self.groups),
+                        [self.project.conv.weight])
+        return self.project.norm(x)
 
     def _blocks(self) -> Tensor:
         """Deploy form: the projection as ``(g, width, C / g)`` blocks,
@@ -256,7 +370,9 @@ class CIFFN(nn.Module):
             return tensor.unflatten(0, (-1, self.groups))[:, j]
         return tensor.unflatten(0, (self.groups, -1))[j]
 
-    def _project_by_blocks(self, x: Tensor, blocks: Tensor,
+    def _project_by_blocks(self,
+                           x: Tensor,
+                           blocks: Tensor,
                            out: Optional[Tensor] = None) -> Tensor:
         """``out`` (``(k, B * H * W, n)``, or the bias) plus the k
         products of ``x``'s equal channel chunks with ``blocks``

@@ -14,6 +14,7 @@ from mmcv.cnn import build_activation_layer
 from torch import Tensor, nn
 
 from .conv_norm import ConvNorm
+from .norm_act_op import ConvOp, fusable, norm_act_op
 
 __all__ = ['DWSConv']
 
@@ -70,6 +71,15 @@ class DWSConv(nn.Module):
         self.pw.switch_to_deploy()
 
     def forward(self, x: Tensor) -> Tensor:
-        """Apply the block to an NCHW map (no residual added)."""
+        """Apply the block to an NCHW map (no residual added). In eager
+        training with BatchNorm the depth-wise output is the one map kept
+        for its norm, activation and the point-wise convolution
+        (:mod:`~.norm_act_op`)."""
+        if fusable(self.dw.norm, x) and isinstance(self.act, nn.GELU):
+            pw = self.pw.conv
+            x = norm_act_op(
+                self.dw.conv(x), self.dw.norm, self.act, ConvOp(pw),
+                [pw.weight, pw.bias])
+            return self.pw.norm(x)
         x = self.dw(x)
         return self.pw(self.act(x))

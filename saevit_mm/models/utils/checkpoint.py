@@ -211,7 +211,9 @@ def check_pretrained_state_dict(model_state: Mapping[str, Any],
                                 checkpoint: Mapping[str, Any],
                                 prefix: Optional[str],
                                 source: str,
-                                limit: int = 5) -> None:
+                                limit: int = 5,
+                                loaded: Optional[Mapping[str, Any]] = None
+                                ) -> None:
     """Check that a checkpoint holds exactly the model's keys and shapes.
 
     Args:
@@ -220,6 +222,9 @@ def check_pretrained_state_dict(model_state: Mapping[str, Any],
         prefix: ``init_cfg``'s ``prefix`` (see :func:`pretrained_state_dict`).
         source: The file's name, for the messages.
         limit: How many names each part of the message lists. Defaults to 5.
+        loaded: The state dict under ``prefix`` if the caller has it already
+            (e.g. with keys of an earlier layout renamed); None: taken from
+            ``checkpoint``. Defaults to None.
 
     Raises:
         AssertionError: No key is under ``prefix`` (the type mmengine's
@@ -228,7 +233,8 @@ def check_pretrained_state_dict(model_state: Mapping[str, Any],
         ValueError: Keys are missing, unexpected, or of another shape; the
             message summarises each kind and names the file.
     """
-    loaded = pretrained_state_dict(checkpoint, prefix)
+    if loaded is None:
+        loaded = pretrained_state_dict(checkpoint, prefix)
     if not loaded:
         groups = sorted({
             key.split('.')[0]

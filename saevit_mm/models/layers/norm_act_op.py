@@ -1,0 +1,239 @@
+"""BatchNorm -> activation -> linear operator, keeping one map for backward.
+
+In eager training a chain ``y = op(act(bn(x)))`` makes autograd keep three
+maps of ``x``'s size: ``x`` (for the norm), ``bn(x)`` (for the activation)
+and ``act(bn(x))`` (for the operator's weight gradient). The norm and the
+activation are element-wise and cheap, so :func:`norm_act_op` keeps ``x``
+alone (and the batch statistics) and recomputes the other two in backward
+(the idea of InPlace-ABN and of memory-efficient DenseNet); the operator
+itself, a convolution or a product, is never recomputed. The backward calls
+the aten backward ops autograd would call (``native_batch_norm_backward``,
+``gelu_backward``, ``convolution_backward``), so gradients are those of the
+plain chain, bit for bit (the norm is recomputed by the same op).
+
+Used where the gain is a map of the hidden width or of the stream: CIFFN's
+two hidden-width chains and DWSConv's (``docs/benchmark.md``, "Training
+cost"). The plain chain runs instead when nothing needs a gradient, under
+``torch.compile`` (its partitioner chooses what to recompute) or a
+TorchScript trace (FLOP counting, ONNX export), and for a norm other than
+a plain BatchNorm (SyncBN, GN, LN2d).
+
+Under autocast the forward casts as the plain chain does (the operator runs
+in the autocast dtype, the norm and activation in their input's dtype); the
+backward runs in those dtypes and returns each gradient in its input's.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+try:  # torch >= 2.3
+    from torch.compiler import is_compiling
+except ImportError:  # torch 2.1, 2.2
+    from torch._dynamo import is_compiling
+
+__all__ = [
+    'ConvOp', 'GroupedProductOp', 'ShuffledDepthwiseOp', 'fusable',
+    'norm_act_op'
+]
+
+
+class ConvOp:
+    """``F.conv2d`` with ``conv``'s settings and the given weight / bias
+    (tensors passed through the autograd function)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        self.stride, self.padding = conv.stride, conv.padding
+        self.dilation, self.groups = conv.dilation, conv.groups
+
+    def forward(self, x: Tensor, weight: Tensor,
+                bias: Optional[Tensor]) -> Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding,
+                        self.dilation, self.groups)
+
+    def backward(self, x: Tensor, grad: Tensor, weight: Tensor,
+                 bias: Optional[Tensor]) -> Tuple[Tensor, ...]:
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad, x, weight.to(x.dtype),
+            None if bias is None else list(bias.shape), list(self.stride),
+            list(self.padding), list(self.dilation), False, [0, 0],
+            self.groups, [True, True, bias is not None])
+        return grad_x, grad_w, grad_b
+
+
+class GroupedProductOp:
+    """A grouped 1x1 convolution as one batched product
+    (:class:`~.grouped_pointwise.GroupedPointwiseConv`), no bias."""
+
+    def __init__(self, groups: int) -> None:
+        self.groups = groups
+
+    def _views(self, x: Tensor, weight: Tensor) -> Tuple[Tensor, Tensor]:
+        B, _, H, W = x.shape
+        g = self.groups
+        return (weight.reshape(g, weight.shape[0] // g,
+                               -1).to(x.dtype), x.reshape(B, g, -1, H * W))
+
+    def forward(self, x: Tensor, weight: Tensor) -> Tensor:
+        B, _, H, W = x.shape
+        w, rows = self._views(x, weight)
+        return torch.matmul(w.expand(B, -1, -1, -1), rows).view(B, -1, H, W)
+
+    def backward(self, x: Tensor, grad: Tensor,
+                 weight: Tensor) -> Tuple[Tensor, ...]:
+        B, _, H, W = x.shape
+        w, rows = self._views(x, weight)
+        grad = grad.reshape(B, self.groups, -1, H * W)
+        grad_x = torch.matmul(w.transpose(1, 2), grad).view(x.shape)
+        grad_w = torch.matmul(grad, rows.transpose(2, 3)).sum(0)
+        return grad_x, grad_w.view(weight.shape)
+
+
+class ShuffledDepthwiseOp:
+    """CIFFN's decomposition and redistribution: ``g`` equal channel chunks,
+    each through its own depth-wise convolution (no bias, odd kernel,
+    stride 1), then the channel shuffle (or, without redistribution, the
+    concatenation)."""
+
+    def __init__(self, convs: Sequence[nn.Conv2d], shuffle: bool) -> None:
+        self.paddings = [conv.padding for conv in convs]
+        self.shuffle = shuffle
+
+    def forward(self, x: Tensor, *weights: Tensor) -> Tensor:
+        parts = [
+            F.conv2d(part, w, None, 1, padding, 1, w.shape[0])
+            for part, w, padding in zip(
+                x.chunk(len(weights), dim=1), weights, self.paddings)
+        ]
+        if self.shuffle:
+            return torch.stack(parts, dim=2).flatten(1, 2)
+        return torch.cat(parts, dim=1)
+
+    def backward(self, x: Tensor, grad: Tensor, *weights:
+                 Tensor) -> Tuple[Tensor, ...]:
+        g = len(weights)
+        if self.shuffle:  # back to group order: one copy
+            B, _, H, W = grad.shape
+            grad = grad.view(B, -1, g, H, W).transpose(1,
+                                                       2).reshape(grad.shape)
+        grad_x, grad_w = [], []
+        for part, part_grad, w, padding in zip(
+                x.chunk(g, dim=1), grad.chunk(g, dim=1), weights,
+                self.paddings):
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                part_grad, part, w.to(x.dtype), None, [1, 1], list(padding),
+                [1, 1], False, [0, 0], w.shape[0], [True, True, False])
+            grad_x.append(gx)
+            grad_w.append(gw)
+        return (torch.cat(grad_x, dim=1), *grad_w)
+
+
+def fusable(norm: nn.Module, *tensors: Tensor) -> bool:
+    """Whether :func:`norm_act_op` takes over: ``norm`` is a plain
+    ``nn.BatchNorm2d`` in training mode, autograd records (a tensor or a
+    parameter of ``norm`` needs a gradient), and no compiler or tracer is at
+    work. A frozen norm (eval mode) keeps the plain chain, whose autograd
+    graph data-flow passes such as
+    :func:`~..utils.fuse.find_conv_bn_pairs` read."""
+    return (type(norm) is nn.BatchNorm2d and norm.training
+            and torch.is_grad_enabled()
+            and (norm.weight is None or norm.weight.requires_grad
+                 or any(t.requires_grad for t in tensors))
+            and not is_compiling() and not torch.jit.is_tracing())
+
+
+def _bn_settings(bn: nn.BatchNorm2d) -> Tuple[bool, float]:
+    """``(training, momentum)`` for ``native_batch_norm``, with the
+    module's own bookkeeping (``num_batches_tracked``), as
+    ``_BatchNorm.forward`` does it."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    training = bn.training or bn.running_mean is None
+    return training, momentum
+
+
+class _NormActOp(torch.autograd.Function):
+    """``op(act(bn(x)))`` saving ``x`` and the batch statistics."""
+
+    @staticmethod
+    def forward(ctx, x, bn_weight, bn_bias, running_mean, running_var,
+                settings, op, gelu, *op_weights):
+        training, momentum, eps = settings
+        y, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, bn_weight, bn_bias, running_mean, running_var, training,
+            momentum, eps)
+        ctx.settings, ctx.op, ctx.gelu = settings, op, gelu
+        ctx.device_type = x.device.type
+        if training:  # the batch statistics; the running ones move on
+            running_mean = running_var = None
+        ctx.save_for_backward(x, bn_weight, bn_bias, running_mean, running_var,
+                              mean, invstd, *op_weights)
+        y = F.gelu(y, approximate=gelu) if gelu is not None else y
+        return op.forward(y, *op_weights)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x, bn_weight, bn_bias, running_mean, running_var, mean, invstd,
+         *op_weights) = ctx.saved_tensors
+        training, _, eps = ctx.settings
+        with torch.autocast(ctx.device_type, enabled=False):
+            y = _recompute_norm(x, bn_weight, bn_bias, running_mean,
+                                running_var, training, eps)
+            z = y if ctx.gelu is None else F.gelu(y, approximate=ctx.gelu)
+            grad_z, *grad_op = ctx.op.backward(z, grad.to(z.dtype),
+                                               *op_weights)
+            del z
+            if ctx.gelu is not None:
+                grad_z = torch.ops.aten.gelu_backward(
+                    grad_z, y, approximate=ctx.gelu)
+            del y
+            grad_x, grad_w, grad_b = \
+                torch.ops.aten.native_batch_norm_backward(
+                    grad_z, x, bn_weight, running_mean, running_var, mean,
+                    invstd, training, eps,
+                    [True, bn_weight is not None, bn_bias is not None])
+        grad_op = [
+            None if g is None else g.to(w.dtype)
+            for g, w in zip(grad_op, op_weights)
+        ]
+        return (grad_x, grad_w, grad_b, None, None, None, None, None, *grad_op)
+
+
+def _recompute_norm(x: Tensor, weight: Optional[Tensor],
+                    bias: Optional[Tensor], running_mean: Optional[Tensor],
+                    running_var: Optional[Tensor], training: bool,
+                    eps: float) -> Tensor:
+    """The norm's output again, bit for bit: the same op on the same input,
+    without updating the running statistics (one more read of ``x`` in
+    training mode, where the batch statistics are recomputed too)."""
+    return torch.ops.aten.native_batch_norm(x, weight, bias, running_mean,
+                                            running_var, training, 0.0, eps)[0]
+
+
+def norm_act_op(x: Tensor, bn: nn.BatchNorm2d, act: Optional[nn.Module], op,
+                op_weights: Sequence[Optional[Tensor]]) -> Tensor:
+    """``op.forward(act(bn(x)), *op_weights)`` keeping ``x`` for backward
+    (module docstring); call when :func:`fusable` holds.
+
+    Args:
+        x: The norm's input.
+        bn: A plain ``nn.BatchNorm2d`` (training or eval mode).
+        act: ``nn.GELU`` or None (no activation).
+        op: :class:`ConvOp`, :class:`GroupedProductOp` or
+            :class:`ShuffledDepthwiseOp`.
+        op_weights: The operator's weights, in its ``forward`` order.
+    """
+    if act is not None and not isinstance(act, nn.GELU):
+        raise TypeError('norm_act_op recomputes GELU only, but got '
+                        f'{type(act).__name__}.')
+    training, momentum = _bn_settings(bn)
+    running = (None, None) if training and not bn.track_running_stats \
+        else (bn.running_mean, bn.running_var)
+    return _NormActOp.apply(x, bn.weight, bn.bias, *running,
+                            (training, momentum, bn.eps), op,
+                            None if act is None else act.approximate,
+                            *op_weights)
