@@ -125,3 +125,26 @@ def test_unknown_baseline_is_refused(capsys):
         main(['--tiny', '--models', 'SAEViT-t', '--baseline', 'no-such-rev'])
     assert "--baseline: 'no-such-rev' is not a commit" in \
         capsys.readouterr().err
+
+
+def test_train_tiny_end_to_end(tmp_path):
+    """--train --tiny: per model the step time, the bytes kept for
+    backward (ratios to ResNet-18), the ops; the machine in the table."""
+    models = ['SAEViT-t', 'ResNet-18']
+    main([
+        '--train', '--tiny', '--no-progress', '--threads', '1',
+        '--out-dir', str(tmp_path), '--models', *models, '--baseline', 'HEAD'
+    ])
+    result = json.loads((tmp_path / 'benchmark_train.json').read_text())
+    rows = {row['name']: row for row in result['models']}
+    assert list(rows) == [*models, 'SAEViT-t [@HEAD]']
+    for row in rows.values():
+        assert 'error' not in row, row
+        assert 0 < row['ops_forward'] < row['ops_train']
+        size = row['sizes']['2x64x96']
+        assert size['saved_bytes'] > 0 and size['ms']['median'] > 0
+    table = (tmp_path / 'benchmark_train.md').read_text()
+    assert f'{result["machine"]["cpu"]}, 1 threads' in table
+    assert '| ResNet-18 | ' in table and '| 1.00 |' in table
+    png = (tmp_path / 'benchmark_train.png').read_bytes()
+    assert png.startswith(b'\x89PNG')

@@ -45,6 +45,8 @@ from types import ModuleType
 from typing import Callable, Dict, Hashable, Optional, Sequence
 
 import torch
+from benchmark_train import (TRAIN_MODELS, TRAIN_PRESETS, run_train,
+                             train_markdown, train_plot)
 from torch import nn
 
 _SAEVIT = 'arXiv 2508.16884: the paper\'s checkpoint, not this code'
@@ -333,6 +335,12 @@ def run(names: Sequence[str],
                     rows[key]['max_abs_diff'] = float(diff)
         except Exception as exc:  # noqa: BLE001 (reported in the row)
             row['error'] = _error(exc)
+    from saevit_mm.models.utils.cost import count_aten_ops
+    ops_input = torch.randn(2, 3, 224, 224, device=device)
+    for name, model in models.items():
+        with torch.no_grad():
+            counts, _ = count_aten_ops(lambda: model.backbone(ops_input))
+        rows[name]['ops'] = sum(counts.values())
     errors: Dict[Hashable, str] = {}
     tasks = {}
     for name, model in models.items():
@@ -377,9 +385,15 @@ def markdown(result: Dict) -> str:
     header = [
         'model', 'top-1 % (published)', 'params (M)', f'GFLOPs {at}',
         f'img/s (b{s["batch_size"]} {at})', f'ms (b1 {at})',
-        *[f'backbone ms @{size}' for size in sizes], 'GMAC/s'
+        *[f'backbone ms @{size}' for size in sizes], 'GMAC/s',
+        'backbone ops (b2 @224)'
     ]
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+    m = result['machine']
+    lines = [
+        f'{m["cpu"]}, {m["threads"]} threads, torch {m["torch"]}, '
+        f'{m["device"]}:', '', '| ' + ' | '.join(header) + ' |',
+        '|' + ' --- |' * len(header)
+    ]
     for row in (r for r in rows if 'error' not in r):
         rate = row.get('img/s', {}).get('median')
         cells = [
@@ -387,13 +401,16 @@ def markdown(result: Dict) -> str:
             f'{row["gflops"]:.3f}',
             _cell(row.get('img/s')),
             _cell(row.get('ms')), *[_cell(row.get(size), 0) for size in sizes],
-            f'{row["gflops"] * rate:.1f}' if rate else '-'
+            f'{row["gflops"] * rate:.1f}' if rate else '-',
+            str(row.get('ops', '-'))
         ]
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines += [
         '', f'Medians of {s["repeats"]} interleaved rounds '
         f'({s["dense_repeats"]} for the backbone sizes, batch 1), ± half '
-        'the range; GMAC/s: multiply-adds per second at the median img/s. '
+        'the range; GMAC/s: multiply-adds per second at the median img/s; '
+        'ops: aten ops of one backbone forward in eval mode without '
+        'autograd (views and detach excluded; the same on any CPU). '
         '[deployed]: saevit_mm.deploy.switch_to_deploy (BatchNorms folded, '
         'CIFFN and SAA deploy forms, channels-last), timed in the same '
         'rounds' +
@@ -513,7 +530,7 @@ def main(argv=None) -> None:
         '--models',
         nargs='+',
         choices=list(MODELS),
-        default=list(MODELS),
+        default=None,
         metavar='NAME',
         help=f'any of {", ".join(MODELS)} (default: all)')
     parser.add_argument('--device', default='cpu')
@@ -533,6 +550,13 @@ def main(argv=None) -> None:
         metavar='REV',
         help='also time the SAEViT models as of this git revision (eager and '
         'deployed, same rounds) and report the time ratios now / then')
+    parser.add_argument(
+        '--train',
+        action='store_true',
+        help='measure training instead (benchmark_train.py): step time, '
+        'bytes kept for backward and ops of each backbone with its four '
+        'outputs, at 2x800x1344 and 4x512x512 (--tiny: 2x64x96); models '
+        f'default to {", ".join(TRAIN_MODELS)}')
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
     if args.threads:
@@ -546,20 +570,31 @@ def main(argv=None) -> None:
             import_revision(args.baseline)
         except ValueError as err:
             parser.error(f'--baseline: {err}')
-    result = run(args.models, PRESETS[args.preset], args.device,
-                 args.fuse_all, args.deploy_steps, log, args.baseline)
+    if args.train:
+        names = args.models or list(TRAIN_MODELS)
+        result = run_train(names, TRAIN_PRESETS['tiny' if args.preset ==
+                                                'tiny' else 'default'],
+                           MODELS, interleave, args.device, log,
+                           args.baseline)
+        stem, report, draw = 'benchmark_train', train_markdown, train_plot
+    else:
+        result = run(args.models or list(MODELS), PRESETS[args.preset],
+                     args.device, args.fuse_all, args.deploy_steps, log,
+                     args.baseline)
+        stem, report, draw = 'benchmark', markdown, plot
     argv = sys.argv[1:] if argv is None else argv
+    result.setdefault('machine', dict(machine(), device=args.device))
     result.update(
         preset=args.preset,
         wall_time_s=time.perf_counter() - start,
         command=shlex.join(
             ['python', 'tools/analysis_tools/benchmark.py', *argv]))
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / 'benchmark.json').write_text(json.dumps(result, indent=2))
-    (args.out_dir / 'benchmark.md').write_text(markdown(result))
-    plot(result, args.out_dir / 'benchmark.png')
-    print(markdown(result))
-    print(f'wrote benchmark.json, .md and .png to {args.out_dir} '
+    (args.out_dir / f'{stem}.json').write_text(json.dumps(result, indent=2))
+    (args.out_dir / f'{stem}.md').write_text(report(result))
+    draw(result, args.out_dir / f'{stem}.png')
+    print(report(result))
+    print(f'wrote {stem}.json, .md and .png to {args.out_dir} '
           f'({result["wall_time_s"]:.0f} s)')
 
 

@@ -219,7 +219,11 @@ class SAEViTBlock(nn.Module):
         """Apply the block to ``x`` (``B, C, H, W``)."""
         if self.dwsconv is not None:
             x = x + self.dwsconv(x)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+        if isinstance(self.attn, SparselyAggregatedAttention):
+            # may recompute norm1 in backward
+            x = x + self.drop_path(self.attn(x, self.norm1))
+        else:
+            x = x + self.drop_path(self.attn(self.norm1(x)))
         if isinstance(self.ffn, CIFFN):  # may recompute norm2 in backward
             return x + self.drop_path(self.ffn(x, self.norm2))
         return x + self.drop_path(self.ffn(self.norm2(x)))

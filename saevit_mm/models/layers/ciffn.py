@@ -344,7 +344,7 @@ class CIFFN(nn.Module):
         if pre_norm is None:
             x = expand(x)
         else:
-            x = norm_act_op(x, pre_norm, None, ConvOp(expand),
+            x = norm_act_op(x, pre_norm, None, ConvOp.of(expand),
                             [expand.weight, expand.bias])
         x = norm_act_op(x, self.expand.norm, None,
                         ShuffledDepthwiseOp(self.dwconvs, self.redistribute),

@@ -78,7 +78,7 @@ class DWSConv(nn.Module):
         if fusable(self.dw.norm, x) and isinstance(self.act, nn.GELU):
             pw = self.pw.conv
             x = norm_act_op(
-                self.dw.conv(x), self.dw.norm, self.act, ConvOp(pw),
+                self.dw.conv(x), self.dw.norm, self.act, ConvOp.of(pw),
                 [pw.weight, pw.bias])
             return self.pw.norm(x)
         x = self.dw(x)

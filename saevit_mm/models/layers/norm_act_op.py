@@ -12,8 +12,8 @@ the aten backward ops autograd would call (``native_batch_norm_backward``,
 plain chain, bit for bit (the norm is recomputed by the same op).
 
 Used where the gain is a map of the hidden width or of the stream: CIFFN's
-two hidden-width chains and DWSConv's (``docs/benchmark.md``, "Training
-cost"). The plain chain runs instead when nothing needs a gradient, under
+two hidden-width chains and its pre-norm, DWSConv's chain, SAA's pre-norm
+and sampler, and the stem's first norm and activation. The plain chain runs instead when nothing needs a gradient, under
 ``torch.compile`` (its partitioner chooses what to recompute) or a
 TorchScript trace (FLOP counting, ONNX export), and for a norm other than
 a plain BatchNorm (SyncBN, GN, LN2d).
@@ -35,17 +35,26 @@ except ImportError:  # torch 2.1, 2.2
 
 __all__ = [
     'ConvOp', 'GroupedProductOp', 'ShuffledDepthwiseOp', 'fusable',
-    'norm_act_op'
+    'norm_act_op', 'records_eagerly'
 ]
 
 
 class ConvOp:
-    """``F.conv2d`` with ``conv``'s settings and the given weight / bias
-    (tensors passed through the autograd function)."""
+    """``F.conv2d`` with fixed settings and the given weight / bias (tensors
+    passed through the autograd function); :meth:`of` takes a
+    convolution's settings."""
 
-    def __init__(self, conv: nn.Conv2d) -> None:
-        self.stride, self.padding = conv.stride, conv.padding
-        self.dilation, self.groups = conv.dilation, conv.groups
+    def __init__(self,
+                 stride: Sequence[int] = (1, 1),
+                 padding: Sequence[int] = (0, 0),
+                 groups: int = 1,
+                 dilation: Sequence[int] = (1, 1)) -> None:
+        self.stride, self.padding = tuple(stride), tuple(padding)
+        self.dilation, self.groups = tuple(dilation), groups
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> 'ConvOp':
+        return cls(conv.stride, conv.padding, conv.groups, conv.dilation)
 
     def forward(self, x: Tensor, weight: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
@@ -64,30 +73,35 @@ class ConvOp:
 
 class GroupedProductOp:
     """A grouped 1x1 convolution as one batched product
-    (:class:`~.grouped_pointwise.GroupedPointwiseConv`), no bias."""
+    (:class:`~.grouped_pointwise.GroupedPointwiseConv`), no bias; ``bmm``
+    on ``(B * g)`` batches, so that no product needs a reshape of its
+    result."""
 
     def __init__(self, groups: int) -> None:
         self.groups = groups
 
-    def _views(self, x: Tensor, weight: Tensor) -> Tuple[Tensor, Tensor]:
+    def _operands(self, x: Tensor, weight: Tensor) -> Tuple[Tensor, Tensor]:
+        """The weight as ``(B * g, out / g, in / g)`` (a copy over the
+        batch) and ``x`` as ``(B * g, in / g, H * W)`` (a view)."""
         B, _, H, W = x.shape
         g = self.groups
-        return (weight.reshape(g, weight.shape[0] // g,
-                               -1).to(x.dtype), x.reshape(B, g, -1, H * W))
+        w = weight.reshape(g, weight.shape[0] // g, -1).to(x.dtype)
+        w = w.expand(B, -1, -1, -1).reshape(B * g, *w.shape[1:])
+        return w, x.reshape(B * g, -1, H * W)
 
     def forward(self, x: Tensor, weight: Tensor) -> Tensor:
         B, _, H, W = x.shape
-        w, rows = self._views(x, weight)
-        return torch.matmul(w.expand(B, -1, -1, -1), rows).view(B, -1, H, W)
+        w, rows = self._operands(x, weight)
+        return torch.bmm(w, rows).view(B, -1, H, W)
 
     def backward(self, x: Tensor, grad: Tensor,
                  weight: Tensor) -> Tuple[Tensor, ...]:
         B, _, H, W = x.shape
-        w, rows = self._views(x, weight)
-        grad = grad.reshape(B, self.groups, -1, H * W)
-        grad_x = torch.matmul(w.transpose(1, 2), grad).view(x.shape)
-        grad_w = torch.matmul(grad, rows.transpose(2, 3)).sum(0)
-        return grad_x, grad_w.view(weight.shape)
+        w, rows = self._operands(x, weight)
+        grad = grad.reshape(w.shape[0], w.shape[1], H * W)
+        grad_x = torch.bmm(w.transpose(1, 2), grad).view(x.shape)
+        grad_w = torch.bmm(grad, rows.transpose(1, 2))
+        return grad_x, grad_w.view(B, *weight.shape).sum(0)
 
 
 class ShuffledDepthwiseOp:
@@ -129,18 +143,23 @@ class ShuffledDepthwiseOp:
         return (torch.cat(grad_x, dim=1), *grad_w)
 
 
+def records_eagerly() -> bool:
+    """Autograd records and runs eagerly: grad mode on, no compiler or
+    TorchScript tracer at work (they see the plain ops)."""
+    return (torch.is_grad_enabled() and not is_compiling()
+            and not torch.jit.is_tracing())
+
+
 def fusable(norm: nn.Module, *tensors: Tensor) -> bool:
     """Whether :func:`norm_act_op` takes over: ``norm`` is a plain
-    ``nn.BatchNorm2d`` in training mode, autograd records (a tensor or a
-    parameter of ``norm`` needs a gradient), and no compiler or tracer is at
-    work. A frozen norm (eval mode) keeps the plain chain, whose autograd
-    graph data-flow passes such as
-    :func:`~..utils.fuse.find_conv_bn_pairs` read."""
+    ``nn.BatchNorm2d`` in training mode, a tensor or a parameter of
+    ``norm`` needs a gradient, and :func:`records_eagerly`. A frozen norm
+    (eval mode) keeps the plain chain, whose autograd graph data-flow
+    passes such as :func:`~..utils.fuse.find_conv_bn_pairs` read."""
     return (type(norm) is nn.BatchNorm2d and norm.training
-            and torch.is_grad_enabled()
             and (norm.weight is None or norm.weight.requires_grad
                  or any(t.requires_grad for t in tensors))
-            and not is_compiling() and not torch.jit.is_tracing())
+            and records_eagerly())
 
 
 def _bn_settings(bn: nn.BatchNorm2d) -> Tuple[bool, float]:

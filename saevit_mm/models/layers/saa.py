@@ -72,6 +72,8 @@ from ..utils.backbone_utils import is_batch_norm
 from ..utils.fuse import check_foldable_bn, ensure_bias_, fuse_conv_bn_
 from .attention import Attention2d
 from .norm import build_norm2d
+from .norm_act_op import ConvOp, fusable, norm_act_op, records_eagerly
+from .recover_project import recover_project
 
 __all__ = [
     'SparselyAggregatedAttention', 'delegate_pool_factors', 'edge_pad',
@@ -350,54 +352,91 @@ class SparselyAggregatedAttention(nn.Module):
         k_h, k_w = self.pool_factors(height, width)
         return k_h * self.sample_ratio, k_w * self.sample_ratio
 
+    def _sampler_weights(self, x: Tensor, k_h: int,
+                         k_w: int) -> Tuple[Tensor, Optional[Tensor]]:
+        """Kernel and bias that sample ``x`` on cells of ``k_h * r`` x
+        ``k_w * r`` (stride their size): the sampler's own kernel tiled and
+        averaged, or, without a sampler, the ``k_h`` x ``k_w`` average."""
+        if self.sampler is None:
+            weight = x.new_ones(x.shape[1], 1, 1, 1)
+            bias = None
+        else:
+            weight, bias = self.sampler.weight, self.sampler.bias
+        if k_h == k_w == 1:
+            return weight, bias
+        return weight.repeat(1, 1, k_h, k_w) / (k_h * k_w), bias
+
     def _sample(self, x: Tensor, k_h: int, k_w: int) -> Tensor:
         """Delegates of the edge-padded ``x`` on cells of ``k_h * r`` x
         ``k_w * r``."""
         if k_h == k_w == 1:  # the module itself (forward hooks see it)
             return self.sampler(x)
         r, channels = self.sample_ratio, x.shape[1]
-        if self.sampler is None:
-            weight = x.new_ones(channels, 1, 1, 1)
-            bias = None
-        else:
-            weight, bias = self.sampler.weight, self.sampler.bias
+        weight, bias = self._sampler_weights(x, k_h, k_w)
         return F.conv2d(
-            x,
-            weight.repeat(1, 1, k_h, k_w) / (k_h * k_w),
-            bias,
-            stride=(k_h * r, k_w * r),
-            groups=channels)
+            x, weight, bias, stride=(k_h * r, k_w * r), groups=channels)
+
+    def _recovery_weights(self, x: Tensor, k_h: int,
+                          k_w: int) -> Tuple[Tensor, Optional[Tensor]]:
+        """Kernel and bias that spread each delegate of ``x`` over its
+        ``k_h * r`` x ``k_w * r`` cell (stride the cell): the recovery's own
+        kernel tiled, or, without a recovery, ones."""
+        if self.recovery is None:
+            weight, bias = x.new_ones(x.shape[1], 1, 1, 1), None
+        else:
+            weight, bias = self.recovery.weight, self.recovery.bias
+        if k_h == k_w == 1:
+            return weight, bias
+        return weight.repeat(1, 1, k_h, k_w), bias
 
     def _recover(self, x: Tensor, k_h: int, k_w: int) -> Tensor:
         """Spread each delegate over its ``k_h * r`` x ``k_w * r`` cell."""
         if k_h == k_w == 1:  # the module itself (forward hooks see it)
             return self.recovery(x)
-        r, channels = self.sample_ratio, x.shape[1]
-        if self.recovery is None:
-            weight = x.new_ones(channels, 1, 1, 1)
-            bias = None
-        else:
-            weight = self.recovery.weight
-            bias = self.recovery.bias
+        r = self.sample_ratio
+        weight, bias = self._recovery_weights(x, k_h, k_w)
         if self.deploy:
-            return spread_cells(x, weight.repeat(1, 1, k_h, k_w), bias)
+            return spread_cells(x, weight, bias)
         return F.conv_transpose2d(
-            x,
-            weight.repeat(1, 1, k_h, k_w),
-            bias,
-            stride=(k_h * r, k_w * r),
-            groups=channels)
+            x, weight, bias, stride=(k_h * r, k_w * r), groups=x.shape[1])
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Attend on ``x`` (``B, C, H, W``); returns the same shape."""
+    def _recover_project(self, x: Tensor, k_h: int, k_w: int,
+                         size: Tuple[int, int]) -> Tensor:
+        """Recovery, crop to ``size``, norm and projection of the
+        attention output ``x``; in eager training without a recovery norm
+        the delegates' map is what backward keeps (:mod:`~.recover_project`).
+        """
+        if (self.recovery is not None and not self.deploy
+                and isinstance(self.norm, nn.Identity) and records_eagerly()):
+            weight, bias = self._recovery_weights(x, k_h, k_w)
+            r = self.sample_ratio
+            return recover_project(x, weight, bias, (k_h * r, k_w * r), size,
+                                   self.proj.weight, self.proj.bias)
+        x = self._recover(x, k_h, k_w)
+        if x.shape[-2:] != size:
+            x = x[..., :size[0], :size[1]]
+        return self.proj(self.norm(x))
+
+    def forward(self, x: Tensor, pre_norm: Optional[nn.Module] = None
+                ) -> Tensor:
+        """Attend on ``pre_norm(x)`` (no ``pre_norm``: on ``x``; ``B, C,
+        H, W``); returns the same shape. In eager training with a
+        BatchNorm ``pre_norm`` and no padding, the sampler reads the norm's
+        output recomputed in backward (:mod:`~.norm_act_op`)."""
         H, W = x.shape[-2:]
         k_h, k_w = self.pool_factors(H, W)
         s_h, s_w = k_h * self.sample_ratio, k_w * self.sample_ratio
-        if s_h == s_w == 1:
-            return self.proj(self.attn(x))
         pad_h, pad_w = (s_h - H % s_h) % s_h, (s_w - W % s_w) % s_w
-        delegates = self._sample(edge_pad(x, pad_h, pad_w), k_h, k_w)
-        x = self._recover(self.attn(delegates), k_h, k_w)
-        if pad_h or pad_w:
-            x = x[..., :H, :W]
-        return self.proj(self.norm(x))
+        if pre_norm is not None and self.sampler is not None and not (
+                pad_h or pad_w) and fusable(pre_norm, x):
+            weight, bias = self._sampler_weights(x, k_h, k_w)
+            delegates = norm_act_op(
+                x, pre_norm, None,
+                ConvOp((s_h, s_w), groups=x.shape[1]), [weight, bias])
+        else:
+            if pre_norm is not None:
+                x = pre_norm(x)
+            if s_h == s_w == 1:
+                return self.proj(self.attn(x))
+            delegates = self._sample(edge_pad(x, pad_h, pad_w), k_h, k_w)
+        return self._recover_project(self.attn(delegates), k_h, k_w, (H, W))

@@ -11,9 +11,10 @@ from typing import Dict
 
 import torch
 from mmcv.cnn import build_activation_layer
-from torch import nn
+from torch import Tensor, nn
 
 from .conv_norm import ConvNorm
+from .norm_act_op import ConvOp, fusable, norm_act_op
 
 __all__ = ['ConvStem', 'Downsample']
 
@@ -59,6 +60,18 @@ class ConvStem(nn.Sequential):
         """Fold each norm into its convolution."""
         self.conv1.switch_to_deploy()
         self.conv2.switch_to_deploy()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``conv2(act(conv1(x)))``; in eager training with BatchNorm the
+        first convolution's output is the one map kept for its norm, the
+        activation and the second convolution (:mod:`~.norm_act_op`)."""
+        if fusable(self.conv1.norm, x) and isinstance(self.act, nn.GELU):
+            conv = self.conv2.conv
+            x = norm_act_op(
+                self.conv1.conv(x), self.conv1.norm, self.act,
+                ConvOp.of(conv), [conv.weight, conv.bias])
+            return self.conv2.norm(x)
+        return super().forward(x)
 
 
 class Downsample(ConvNorm):

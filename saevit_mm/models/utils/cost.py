@@ -95,13 +95,21 @@ def saved_tensor_bytes(fn: Callable[[], T],
     return sum(storages.values()), out
 
 
-def train_step_cost(model: nn.Module, x: Tensor) -> Dict[str, int]:
+def train_step_cost(model: nn.Module,
+                    x: Tensor,
+                    count_ops: bool = True) -> Dict[str, int]:
     """One training step of a backbone as the benchmark times it: train
     mode, forward, backward of the mean of all its outputs.
 
+    Args:
+        model: The backbone (its gradients are cleared afterwards).
+        x: Its input.
+        count_ops: Count the ops too (another forward and the backward).
+            Defaults to True.
+
     Returns:
-        ``saved_bytes`` (parameters excluded), ``ops_forward`` and
-        ``ops_train`` (forward + backward) of that step.
+        ``saved_bytes`` (parameters excluded) and, with ``count_ops``,
+        ``ops_forward`` and ``ops_train`` (forward + backward).
     """
     model.train()
     params = tuple(model.parameters())
@@ -111,7 +119,9 @@ def train_step_cost(model: nn.Module, x: Tensor) -> Dict[str, int]:
         outs = [outs] if isinstance(outs, Tensor) else outs
         return sum(out.float().mean() for out in outs)
 
-    nbytes, _ = saved_tensor_bytes(forward, params)
+    nbytes = saved_tensor_bytes(forward, params)[0]  # the graph is freed
+    if not count_ops:
+        return dict(saved_bytes=nbytes)
     forward_ops, loss = count_aten_ops(forward)
     train_ops, _ = count_aten_ops(lambda: loss.backward())
     model.zero_grad(set_to_none=True)
