@@ -27,6 +27,7 @@ from saevit_mm.registry import register_model
 from ..layers import SAEViTStage, SparselyAggregatedAttention
 from ..layers.block import (ATTN_TYPES, FFN_TYPES, check_choice,
                             check_deployable)
+from ..layers.norm import build_norm2d
 from ..layers.saa import check_max_delegates
 from ..layers.stem import ConvStem
 from ..utils.backbone_utils import (NORM_LAYERS, check_frozen_stages,
@@ -321,8 +322,7 @@ class SAEViT(BaseModule):
 
         # stage norms, on the main path (outputs or not)
         for i in range(self.num_stages):
-            self.add_module(f'norm{i}',
-                            build_norm_layer(norm_cfg, embed_dims[i])[1])
+            self.add_module(f'norm{i}', build_norm2d(norm_cfg, embed_dims[i]))
         self.out_channels: Tuple[int, ...] = tuple(
             embed_dims[i] for i in self.out_indices)
         self.out_strides: Tuple[int, ...] = tuple(

@@ -18,7 +18,6 @@ build it): ``norm1`` and ``norm2`` folded into the convolution after them
 from typing import Dict, Optional, Sequence
 
 import torch
-from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
 
@@ -29,6 +28,7 @@ from .conv_norm import switch_conv_norms
 from .dwsconv import DWSConv
 from .ffn import ConvFFN
 from .mhsa import MHSA2d
+from .norm import build_norm2d
 from .saa import SparselyAggregatedAttention
 
 __all__ = ['ATTN_TYPES', 'FFN_TYPES', 'SAEViTBlock', 'check_deployable']
@@ -130,8 +130,8 @@ class SAEViTBlock(nn.Module):
         self.dwsconv = DWSConv(
             embed_dims, norm_cfg=norm_cfg, act_cfg=act_cfg,
             deploy=deploy) if use_dwsconv else None
-        self.norm1 = nn.Identity() if deploy else build_norm_layer(
-            norm_cfg, embed_dims)[1]
+        self.norm1 = nn.Identity() if deploy else build_norm2d(
+            norm_cfg, embed_dims)
         if attn_type == 'saa':
             self.attn = SparselyAggregatedAttention(
                 embed_dims,
@@ -142,8 +142,8 @@ class SAEViTBlock(nn.Module):
                 deploy=deploy)
         else:
             self.attn = MHSA2d(embed_dims, num_heads)
-        self.norm2 = nn.Identity() if deploy else build_norm_layer(
-            norm_cfg, embed_dims)[1]
+        self.norm2 = nn.Identity() if deploy else build_norm2d(
+            norm_cfg, embed_dims)
         if ffn_type.startswith('ciffn'):
             self.ffn = CIFFN(
                 embed_dims,

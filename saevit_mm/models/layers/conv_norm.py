@@ -9,10 +9,10 @@ it directly) is the convolution with a bias and ``nn.Identity`` as norm.
 from typing import Dict, Optional
 
 import torch
-from mmcv.cnn import build_norm_layer
 from torch import nn
 
 from ..utils.fuse import check_foldable_bn, fuse_conv_bn_
+from .norm import build_norm2d
 
 __all__ = ['ConvNorm', 'switch_conv_norms']
 
@@ -62,8 +62,7 @@ class ConvNorm(nn.Sequential):
             padding=padding,
             groups=groups,
             bias=norm_cfg is None)
-        self.norm = nn.Identity() if norm_cfg is None else build_norm_layer(
-            norm_cfg, out_channels)[1]
+        self.norm = build_norm2d(norm_cfg, out_channels)
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:

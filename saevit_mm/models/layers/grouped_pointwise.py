@@ -60,12 +60,13 @@ class GroupedPointwiseConv(nn.Conv2d):
             return super().forward(x)
         B, _, H, W = x.shape
         groups = self.groups
-        # the weight expanded over the batch: the FLOP counter's matmul
-        # handle counts the first operand's batch dimensions only
+        # (B * g) products of the weight (copied over the batch) with a
+        # view of x: no reshape of the result
         weight = self.weight.view(groups, self.out_channels // groups, -1)
-        out = torch.matmul(
-            weight.expand(B, -1, -1, -1), x.view(B, groups, -1,
-                                                 H * W)).view(B, -1, H, W)
+        weight = weight.expand(B, -1, -1, -1).reshape(B * groups,
+                                                      *weight.shape[1:])
+        out = torch.bmm(weight, x.view(B * groups, -1, H * W))
+        out = out.view(B, -1, H, W)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1).to(out.dtype)
         return out

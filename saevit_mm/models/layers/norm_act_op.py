@@ -13,9 +13,10 @@ plain chain, bit for bit (the norm is recomputed by the same op).
 
 Used where the gain is a map of the hidden width or of the stream: CIFFN's
 two hidden-width chains and its pre-norm, DWSConv's chain, SAA's pre-norm
-and sampler, and the stem's first norm and activation. The plain chain runs instead when nothing needs a gradient, under
-``torch.compile`` (its partitioner chooses what to recompute) or a
-TorchScript trace (FLOP counting, ONNX export), and for a norm other than
+and sampler, and the stem's first norm and activation. The plain chain runs
+instead when nothing needs a gradient, under ``torch.compile`` (its
+partitioner chooses what to recompute) or a TorchScript trace (FLOP
+counting, ONNX export), and for a norm other than
 a plain BatchNorm (SyncBN, GN, LN2d).
 
 Under autocast the forward casts as the plain chain does (the operator runs
@@ -27,6 +28,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .norm import BatchNorm2d, batch_norm_settings
 
 try:  # torch >= 2.3
     from torch.compiler import is_compiling
@@ -156,23 +159,10 @@ def fusable(norm: nn.Module, *tensors: Tensor) -> bool:
     ``norm`` needs a gradient, and :func:`records_eagerly`. A frozen norm
     (eval mode) keeps the plain chain, whose autograd graph data-flow
     passes such as :func:`~..utils.fuse.find_conv_bn_pairs` read."""
-    return (type(norm) is nn.BatchNorm2d and norm.training
+    return (type(norm) in (nn.BatchNorm2d, BatchNorm2d) and norm.training
             and (norm.weight is None or norm.weight.requires_grad
                  or any(t.requires_grad for t in tensors))
             and records_eagerly())
-
-
-def _bn_settings(bn: nn.BatchNorm2d) -> Tuple[bool, float]:
-    """``(training, momentum)`` for ``native_batch_norm``, with the
-    module's own bookkeeping (``num_batches_tracked``), as
-    ``_BatchNorm.forward`` does it."""
-    momentum = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:  # cumulative moving average
-            momentum = 1.0 / float(bn.num_batches_tracked)
-    training = bn.training or bn.running_mean is None
-    return training, momentum
 
 
 class _NormActOp(torch.autograd.Function):
@@ -249,7 +239,7 @@ def norm_act_op(x: Tensor, bn: nn.BatchNorm2d, act: Optional[nn.Module], op,
     if act is not None and not isinstance(act, nn.GELU):
         raise TypeError('norm_act_op recomputes GELU only, but got '
                         f'{type(act).__name__}.')
-    training, momentum = _bn_settings(bn)
+    training, momentum = batch_norm_settings(bn)
     running = (None, None) if training and not bn.track_running_stats \
         else (bn.running_mean, bn.running_var)
     return _NormActOp.apply(x, bn.weight, bn.bias, *running,

@@ -5,8 +5,9 @@ Two device-independent measures, next to FLOPs and timings:
 
 - :func:`count_aten_ops`: aten operators dispatched while a function runs
   (forward, and backward when the function calls it), seen by a
-  ``TorchDispatchMode``. Views and ``detach`` are not counted: they launch
-  no kernel. On a GPU every other op is at least one kernel launch, and at
+  ``TorchDispatchMode``. Views (also ``_unsafe_view``, the view ``reshape``
+  returns of a copy) and ``detach`` are not counted: they launch no
+  kernel. On a GPU every other op is at least one kernel launch, and at
   small batches launches bound the latency of a lightweight model.
 - :func:`saved_tensor_bytes`: bytes of the unique storages autograd keeps for
   backward (``torch.autograd.graph.saved_tensors_hooks``), parameters
@@ -23,8 +24,9 @@ __all__ = ['count_aten_ops', 'saved_tensor_bytes', 'train_step_cost']
 
 T = TypeVar('T')
 
-#: Not kernels: aliasing ops outside the ``is_view`` set.
-_NOT_KERNELS = {'detach', 'alias', 'lift_fresh', 'lift'}
+#: Not kernels: aliasing ops outside the ``is_view`` set (``reshape`` of a
+#: copy returns an ``_unsafe_view`` of it, which moves no data).
+_NOT_KERNELS = {'detach', 'alias', 'lift_fresh', 'lift', '_unsafe_view'}
 
 
 def _is_kernel(func) -> bool:
@@ -71,6 +73,12 @@ def saved_tensor_bytes(fn: Callable[[], T],
     autograd saves for backward meanwhile, except those of ``exclude``
     (e.g. the parameters).
 
+    The saved tensors are held here until ``fn`` returns (as autograd
+    would hold them until backward), then released: autograd keeps a
+    placeholder instead (a tensor returned by the hook that its own node
+    saves as an output would form a reference cycle that outlives the
+    graph), so the graph is for measuring; backward through it raises.
+
     Returns:
         The bytes and what ``fn`` returned.
 
@@ -82,17 +90,22 @@ def saved_tensor_bytes(fn: Callable[[], T],
         16
     """
     excluded = {t.untyped_storage().data_ptr() for t in exclude}
-    storages: Dict[int, int] = {}
+    storages: Dict[int, object] = {}  # alive: no address is reused
 
-    def pack(tensor: Tensor) -> Tensor:
+    def pack(tensor: Tensor) -> None:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in excluded:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
+            storages[storage.data_ptr()] = storage
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    def unpack(_) -> Tensor:
+        raise RuntimeError('saved_tensor_bytes keeps no saved tensor: the '
+                           'graph it measured cannot run backward.')
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         out = fn()
-    return sum(storages.values()), out
+    nbytes = sum(storage.nbytes() for storage in storages.values())
+    storages.clear()
+    return nbytes, out
 
 
 def train_step_cost(model: nn.Module,
