@@ -130,14 +130,14 @@ class ShuffledDepthwiseOp:
     def backward(self, x: Tensor, grad: Tensor, *weights:
                  Tensor) -> Tuple[Tensor, ...]:
         g = len(weights)
-        if self.shuffle:  # back to group order: one copy
-            B, _, H, W = grad.shape
-            grad = grad.view(B, -1, g, H, W).transpose(1,
-                                                       2).reshape(grad.shape)
+        B, _, H, W = grad.shape
+        # each group's gradient as a view: no hidden-width copy (a fresh
+        # map that large page-faults on CPU, see DEVELOPERS.md)
+        grads = grad.view(B, -1, g, H, W).unbind(2) if self.shuffle \
+            else grad.chunk(g, dim=1)
         grad_x, grad_w = [], []
         for part, part_grad, w, padding in zip(
-                x.chunk(g, dim=1), grad.chunk(g, dim=1), weights,
-                self.paddings):
+                x.chunk(g, dim=1), grads, weights, self.paddings):
             gx, gw, _ = torch.ops.aten.convolution_backward(
                 part_grad, part, w.to(x.dtype), None, [1, 1], list(padding),
                 [1, 1], False, [0, 0], w.shape[0], [True, True, False])
@@ -181,7 +181,8 @@ class _NormActOp(torch.autograd.Function):
             running_mean = running_var = None
         ctx.save_for_backward(x, bn_weight, bn_bias, running_mean, running_var,
                               mean, invstd, *op_weights)
-        y = F.gelu(y, approximate=gelu) if gelu is not None else y
+        if gelu is not None:  # in place: y is this function's own
+            y = torch.ops.aten.gelu_(y, approximate=gelu)
         return op.forward(y, *op_weights)
 
     @staticmethod
@@ -196,9 +197,9 @@ class _NormActOp(torch.autograd.Function):
             grad_z, *grad_op = ctx.op.backward(z, grad.to(z.dtype),
                                                *op_weights)
             del z
-            if ctx.gelu is not None:
-                grad_z = torch.ops.aten.gelu_backward(
-                    grad_z, y, approximate=ctx.gelu)
+            if ctx.gelu is not None:  # into grad_z's memory
+                grad_z = torch.ops.aten.gelu_backward.grad_input(
+                    grad_z, y, approximate=ctx.gelu, grad_input=grad_z)
             del y
             grad_x, grad_w, grad_b = \
                 torch.ops.aten.native_batch_norm_backward(
