@@ -373,7 +373,8 @@ def run(names: Sequence[str],
     from saevit_mm.models.utils.cost import count_aten_ops
     ops_input = torch.randn(2, 3, 224, 224, device=device)
     for name, model in models.items():
-        with torch.no_grad():
+        with torch.no_grad():  # per forward, after a first one
+            model.backbone(ops_input)
             counts, _ = count_aten_ops(lambda: model.backbone(ops_input))
         rows[name]['ops'] = sum(counts.values())
     errors: Dict[Hashable, str] = {}

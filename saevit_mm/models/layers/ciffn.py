@@ -388,6 +388,22 @@ class CIFFN(nn.Module):
         out = torch.baddbmm(bias, chunks, blocks)
         return out.transpose(0, 1).reshape(B, H, W, -1).permute(0, 3, 1, 2)
 
+    def _derived(self, name: str, compute) -> Tensor:
+        """Deploy form: ``compute()``, a matrix derived from the projection
+        weight, computed once per value of that weight in inference (a
+        cache, not state: keyed on the weight's storage and version, so a
+        load, an in-place change or a move recomputes it); computed afresh
+        when autograd records."""
+        weight = self.project.weight
+        if torch.is_grad_enabled():
+            return compute()
+        key = (weight.data_ptr(), weight._version, weight.dtype,
+               weight.device)
+        cache = self.__dict__.setdefault('_derived_cache', {})
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, compute())
+        return cache[name][1]
+
     def _dense_columns(self) -> Tensor:
         """Deploy form: the projection as a dense ``(hidden, C)`` matrix,
         row ``p`` the column of shuffled channel ``p`` (block-diagonal)."""
@@ -410,10 +426,11 @@ class CIFFN(nn.Module):
         by_chunk = self.redistribute and width % groups == 0 and \
             width // groups >= self.CHUNK_MIN_WIDTH
         if by_chunk:  # [j, m, a, r]: group j's chunk m is rows a of block m
-            chunks = project.weight.view(groups, -1, width // groups, groups)
-            chunks = chunks.permute(3, 0, 2, 1).contiguous()
+            chunks = self._derived('chunks', lambda: project.weight.view(
+                groups, -1, width // groups, groups).permute(3, 0, 2,
+                                                            1).contiguous())
         else:
-            columns = self._dense_columns()
+            columns = self._derived('columns', self._dense_columns)
         out = None
         for j, k in enumerate(self.kernel_sizes):
             start = (size - k) // 2

@@ -216,3 +216,21 @@ def test_group_norm_normalises_each_group_before_the_shuffle():
     torch.testing.assert_close(ffn(x), expected)
     with pytest.raises(RuntimeError, match='batch norm'):
         ffn.eval().switch_to_deploy()
+
+
+def test_deployed_per_group_projection_follows_its_weight():
+    """The deploy form's per-group path derives its projection matrix once
+    per weight value: an in-place change (or a load) of the weight is seen
+    by the next forward."""
+    ffn = _random_weights(CIFFN(16, ffn_ratio=2)).eval()
+    ffn.switch_to_deploy()
+    x = torch.randn(2, 16, 48, 48)  # above MERGE_MAX_PIXELS: per group
+    assert 2 * 48 * 48 >= CIFFN.MERGE_MAX_PIXELS
+    with torch.no_grad():
+        before = ffn(x)
+        ffn.project.weight.mul_(2)
+        after = ffn(x)
+        fresh = copy.deepcopy(ffn)
+        fresh.__dict__.pop('_derived_cache', None)
+        torch.testing.assert_close(after, fresh(x))
+    assert not torch.allclose(before, after)
