@@ -426,9 +426,12 @@ class CIFFN(nn.Module):
         by_chunk = self.redistribute and width % groups == 0 and \
             width // groups >= self.CHUNK_MIN_WIDTH
         if by_chunk:  # [j, m, a, r]: group j's chunk m is rows a of block m
-            chunks = self._derived('chunks', lambda: project.weight.view(
-                groups, -1, width // groups, groups).permute(3, 0, 2,
-                                                            1).contiguous())
+            def chunked() -> Tensor:
+                return project.weight.view(groups, -1, width // groups,
+                                           groups).permute(3, 0, 2,
+                                                           1).contiguous()
+
+            chunks = self._derived('chunks', chunked)
         else:
             columns = self._derived('columns', self._dense_columns)
         out = None
