@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .norm_act_op import records_eagerly
+from .norm_act_op import is_compiling, records_eagerly
 
 __all__ = ['Attention2d', 'coarse_tokens']
 
@@ -113,6 +113,8 @@ class Attention2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Attend among the ``h * w`` pixels of ``x`` (``B, C, h, w``);
         the result has ``x``'s memory format (module note: layout)."""
+        if is_compiling():  # one traced form (torch 2.1's dynamic shapes
+            return self._attend_channels_first(x)  # break on layout tests)
         if x.is_contiguous(memory_format=torch.channels_last) or \
                 not torch.is_grad_enabled():
             return self._attend_token_major(x)
@@ -149,8 +151,8 @@ class Attention2d(nn.Module):
                             coarse.reshape(B, -1, 2, heads, dims)], dim=1)
         else:
             kv = tokens[:, :, 1:]
-        q, k, v = (t.transpose(1, 2) for t in (tokens[:, :, 0], kv[:, :, 0],
-                                               kv[:, :, 1]))
+        q = tokens[:, :, 0].transpose(1, 2)
+        k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.)
         # SDPA writes its output in q's layout: (B, N, heads, dims)

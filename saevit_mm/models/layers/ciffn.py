@@ -69,7 +69,7 @@ from .conv_norm import ConvNorm, switch_conv_norms
 from .grouped_pointwise import GroupedPointwiseConv, channel_shuffle
 from .norm import build_norm2d
 from .norm_act_op import (ConvOp, GroupedProductOp, ShuffledDepthwiseOp,
-                          fusable, norm_act_op)
+                          fusable, norm_act_op, records_eagerly)
 
 __all__ = ['CIFFN']
 
@@ -331,7 +331,7 @@ class CIFFN(nn.Module):
     def _fusable(self, x: Tensor, *norms: nn.Module) -> bool:
         """Whether the eager training path of :mod:`~.norm_act_op` runs:
         not deployed, this FFN's norms and ``norms`` plain BatchNorms."""
-        return self.deploy is False and all(
+        return self.deploy is False and records_eagerly() and all(
             fusable(norm, x)
             for norm in (self.expand.norm, self.dw_norm, *norms))
 

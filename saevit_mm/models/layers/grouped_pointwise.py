@@ -23,8 +23,8 @@ def channel_shuffle(parts: Sequence[Tensor]) -> Tensor:
 
 
 class GroupedPointwiseConv(nn.Conv2d):
-    """Grouped 1x1 ``nn.Conv2d`` (bias optional), computed on an NCHW map as
-    one batched product; on a channels-last map as ``conv2d``. Parameters
+    """Grouped 1x1 ``nn.Conv2d`` (bias optional), computed as one batched
+    product (a channels-last map is copied to NCHW first). Parameters
     and state-dict keys are those of ``nn.Conv2d``, so BN folding and
     checkpoints treat it as one.
 
@@ -56,8 +56,6 @@ class GroupedPointwiseConv(nn.Conv2d):
                 f'GroupedPointwiseConv with in_channels={self.in_channels} '
                 f'reads an NCHW map of {self.in_channels} channels, but got '
                 f'shape {tuple(x.shape)}.')
-        if not x.is_contiguous():  # channels-last (or strided): conv2d
-            return super().forward(x)
         B, _, H, W = x.shape
         groups = self.groups
         # (B * g) products of the weight (copied over the batch) with a
@@ -65,7 +63,7 @@ class GroupedPointwiseConv(nn.Conv2d):
         weight = self.weight.view(groups, self.out_channels // groups, -1)
         weight = weight.expand(B, -1, -1, -1).reshape(B * groups,
                                                       *weight.shape[1:])
-        out = torch.bmm(weight, x.view(B * groups, -1, H * W))
+        out = torch.bmm(weight, x.reshape(B * groups, -1, H * W))
         out = out.view(B, -1, H, W)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1).to(out.dtype)

@@ -159,10 +159,11 @@ def fusable(norm: nn.Module, *tensors: Tensor) -> bool:
     ``norm`` needs a gradient, and :func:`records_eagerly`. A frozen norm
     (eval mode) keeps the plain chain, whose autograd graph data-flow
     passes such as :func:`~..utils.fuse.find_conv_bn_pairs` read."""
-    return (type(norm) in (nn.BatchNorm2d, BatchNorm2d) and norm.training
+    # records_eagerly first: a compiler traces nothing more of this
+    return (records_eagerly()
+            and type(norm) in (nn.BatchNorm2d, BatchNorm2d) and norm.training
             and (norm.weight is None or norm.weight.requires_grad
-                 or any(t.requires_grad for t in tensors))
-            and records_eagerly())
+                 or any(t.requires_grad for t in tensors)))
 
 
 class _NormActOp(torch.autograd.Function):

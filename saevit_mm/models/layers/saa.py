@@ -358,7 +358,7 @@ class SparselyAggregatedAttention(nn.Module):
         ``k_w * r`` (stride their size): the sampler's own kernel tiled and
         averaged, or, without a sampler, the ``k_h`` x ``k_w`` average."""
         if self.sampler is None:
-            weight = x.new_ones(x.shape[1], 1, 1, 1)
+            weight = x.new_ones(self.proj.in_channels, 1, 1, 1)
             bias = None
         else:
             weight, bias = self.sampler.weight, self.sampler.bias
@@ -371,7 +371,9 @@ class SparselyAggregatedAttention(nn.Module):
         ``k_w * r``."""
         if k_h == k_w == 1:  # the module itself (forward hooks see it)
             return self.sampler(x)
-        r, channels = self.sample_ratio, x.shape[1]
+        # the channel count as a constant (torch 2.1's compiler cannot take
+        # a symbolic group count)
+        r, channels = self.sample_ratio, self.proj.in_channels
         weight, bias = self._sampler_weights(x, k_h, k_w)
         return F.conv2d(
             x, weight, bias, stride=(k_h * r, k_w * r), groups=channels)
@@ -382,7 +384,7 @@ class SparselyAggregatedAttention(nn.Module):
         ``k_h * r`` x ``k_w * r`` cell (stride the cell): the recovery's own
         kernel tiled, or, without a recovery, ones."""
         if self.recovery is None:
-            weight, bias = x.new_ones(x.shape[1], 1, 1, 1), None
+            weight, bias = x.new_ones(self.proj.in_channels, 1, 1, 1), None
         else:
             weight, bias = self.recovery.weight, self.recovery.bias
         if k_h == k_w == 1:
@@ -398,7 +400,8 @@ class SparselyAggregatedAttention(nn.Module):
         if self.deploy:
             return spread_cells(x, weight, bias)
         return F.conv_transpose2d(
-            x, weight, bias, stride=(k_h * r, k_w * r), groups=x.shape[1])
+            x, weight, bias, stride=(k_h * r, k_w * r),
+            groups=self.proj.in_channels)
 
     def _recover_project(self, x: Tensor, k_h: int, k_w: int,
                          size: Tuple[int, int]) -> Tensor:
@@ -406,8 +409,8 @@ class SparselyAggregatedAttention(nn.Module):
         attention output ``x``; in eager training without a recovery norm
         the delegates' map is what backward keeps (:mod:`~.recover_project`).
         """
-        if (self.recovery is not None and not self.deploy
-                and isinstance(self.norm, nn.Identity) and records_eagerly()):
+        if (records_eagerly() and self.recovery is not None
+                and not self.deploy and isinstance(self.norm, nn.Identity)):
             weight, bias = self._recovery_weights(x, k_h, k_w)
             r = self.sample_ratio
             return recover_project(x, weight, bias, (k_h * r, k_w * r), size,
@@ -427,12 +430,14 @@ class SparselyAggregatedAttention(nn.Module):
         k_h, k_w = self.pool_factors(H, W)
         s_h, s_w = k_h * self.sample_ratio, k_w * self.sample_ratio
         pad_h, pad_w = (s_h - H % s_h) % s_h, (s_w - W % s_w) % s_w
-        if pre_norm is not None and self.sampler is not None and not (
-                pad_h or pad_w) and fusable(pre_norm, x):
+        if records_eagerly() and pre_norm is not None and \
+                self.sampler is not None and not (pad_h or pad_w) \
+                and fusable(pre_norm, x):
             weight, bias = self._sampler_weights(x, k_h, k_w)
             delegates = norm_act_op(
                 x, pre_norm, None,
-                ConvOp((s_h, s_w), groups=x.shape[1]), [weight, bias])
+                ConvOp((s_h, s_w), groups=self.proj.in_channels),
+                [weight, bias])
         else:
             if pre_norm is not None:
                 x = pre_norm(x)
