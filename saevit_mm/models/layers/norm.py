@@ -23,7 +23,8 @@ except ImportError:  # torch 2.1, 2.2
     from torch._dynamo import is_compiling
 
 __all__ = [
-    'BatchNorm2d', 'LayerNorm2d', 'batch_norm_settings', 'build_norm2d'
+    'BatchNorm2d', 'LayerNorm2d', 'batch_norm_settings', 'build_norm2d',
+    'is_compiling'
 ]
 
 

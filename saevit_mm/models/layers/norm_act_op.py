@@ -29,12 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .norm import BatchNorm2d, batch_norm_settings
+from .norm import BatchNorm2d, batch_norm_settings, is_compiling
 
-try:  # torch >= 2.3
-    from torch.compiler import is_compiling
-except ImportError:  # torch 2.1, 2.2
-    from torch._dynamo import is_compiling
 
 __all__ = [
     'ConvOp', 'GroupedProductOp', 'ShuffledDepthwiseOp', 'fusable',

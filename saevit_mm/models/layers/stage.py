@@ -38,12 +38,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .block import SAEViTBlock
+from .norm import is_compiling
 from .stem import Downsample
 
-try:  # torch >= 2.3
-    from torch.compiler import is_compiling
-except ImportError:  # torch 2.1, 2.2
-    from torch._dynamo import is_compiling
 
 __all__ = ['SAEViTStage']
 
